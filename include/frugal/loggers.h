@@ -1,0 +1,89 @@
+// Loggers: where metrics go. One small interface (as google/benchmark's reporters), several
+// implementations, chosen by the user; the Trainer special-cases none of them.
+//
+//   frugal::Trainer trainer(options, callbacks,
+//       {std::make_shared<frugal::CSVLogger>("runs"), std::make_shared<frugal::ConsoleLogger>()});
+#pragma once
+
+#include <torch/arg.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace frugal {
+
+class Logger {
+ public:
+  virtual ~Logger() = default;
+  /// The run's hyper-parameters (trainer options, task hparams), once at the start of fit.
+  virtual void log_hyperparams(const std::map<std::string, std::string>& /*params*/) {}
+  /// Metrics of one step (training intervals) or one epoch end. `step` is the global step.
+  virtual void log_metrics(const std::map<std::string, double>& metrics, int64_t step,
+                           int64_t epoch) = 0;
+  /// Makes everything logged so far durable.
+  virtual void flush() {}
+  /// End of the run ("success", "failed", "interrupted"); flushes.
+  virtual void finalize(const std::string& /*status*/) { flush(); }
+  /// Folder the logger writes to, if any ("" for none).
+  virtual std::string log_dir() const { return ""; }
+};
+
+/// Prints epoch-level metrics (and, if asked, step metrics) as plain lines.
+class ConsoleLogger : public Logger {
+ public:
+  explicit ConsoleLogger(std::ostream* out = nullptr, bool print_step_metrics = false);
+  void log_metrics(const std::map<std::string, double>& metrics, int64_t step,
+                   int64_t epoch) override;
+
+ private:
+  std::ostream* out_;
+  bool print_step_metrics_;
+};
+
+struct CSVLoggerOptions {
+  /* implicit */ CSVLoggerOptions(std::string save_dir = ".") : save_dir_(std::move(save_dir)) {}
+  TORCH_ARG(std::string, save_dir);
+  TORCH_ARG(std::string, name) = "frugal_logs";
+  /// -1: next free version_N under save_dir/name.
+  TORCH_ARG(int64_t, version) = -1;
+  /// Rows kept in memory before they are appended and flushed (Lightning: 100).
+  TORCH_ARG(int64_t, flush_logs_every_n_steps) = 100;
+};
+
+/// Writes `metrics.csv` (columns: epoch, step, then one per metric, as Lightning's CSVLogger) and
+/// `hparams.yaml` into save_dir/name/version_N. Rows are flushed every few steps; when a new
+/// metric appears the file is rewritten atomically with the wider header, so a crash never
+/// leaves a half-written file.
+class CSVLogger : public Logger {
+ public:
+  explicit CSVLogger(CSVLoggerOptions options = {});
+  ~CSVLogger() override;
+  void log_hyperparams(const std::map<std::string, std::string>& params) override;
+  void log_metrics(const std::map<std::string, double>& metrics, int64_t step,
+                   int64_t epoch) override;
+  void flush() override;
+  std::string log_dir() const override { return dir_; }
+  std::string metrics_path() const;
+
+ private:
+  void write_all();
+  CSVLoggerOptions options_;
+  std::string dir_;
+  std::vector<std::string> columns_;
+  std::vector<std::map<std::string, std::string>> pending_;
+  std::vector<std::map<std::string, std::string>> written_;
+  bool header_written_ = false;
+};
+
+namespace detail {
+/// Writes `content` to `path` atomically: temporary file in the same folder, fsync, rename,
+/// fsync of the folder.
+void write_file_atomically(const std::string& path, const std::string& content);
+}  // namespace detail
+
+}  // namespace frugal

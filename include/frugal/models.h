@@ -1,0 +1,23 @@
+// Small image-classification models used by the examples, tests and benchmarks.
+// Inputs are N x C x H x W float tensors; outputs are N x classes logits.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+
+#include <cstdint>
+
+namespace frugal::models {
+
+/// Two conv + pooling blocks and a two-layer head (the "2 Conv+pooling" baseline of the
+/// Fashion-MNIST benchmark): conv(1->32,5)-relu-pool, conv(32->64,5)-relu-pool, fc 1024->...
+torch::nn::Sequential SmallCnn(int64_t classes = 10, int64_t in_channels = 1,
+                               int64_t image_size = 28, double dropout = 0.25);
+/// Same as SmallCnn with BatchNorm after each convolution.
+torch::nn::Sequential SmallCnnBn(int64_t classes = 10, int64_t in_channels = 1,
+                                 int64_t image_size = 28);
+/// Flatten, hidden ReLU layers, logits.
+torch::nn::Sequential Mlp(int64_t inputs = 784, int64_t hidden = 256, int64_t classes = 10,
+                          int64_t layers = 2);
+
+}  // namespace frugal::models

@@ -1,0 +1,212 @@
+// Trainer: runs the loops (fit -> epoch -> batch -> optimizer step; validate; test) around a Task,
+// in the step order of DESIGN.md, with callbacks and loggers.
+//
+//   frugal::Trainer trainer(frugal::TrainerOptions().max_epochs(10).seed(42),
+//                           {std::make_shared<frugal::MemoryMonitor>()});
+//   trainer.fit(task, train, val);
+//   auto metrics = trainer.test(task, test);
+#pragma once
+
+#include <frugal/callback.h>
+#include <frugal/data.h>
+#include <frugal/loggers.h>
+#include <frugal/metrics.h>
+#include <frugal/task.h>
+
+#include <c10/core/Device.h>
+#include <torch/arg.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace frugal {
+
+/// Numeric precision of training. Strings as Lightning: "32", "16-mixed", "bf16-mixed".
+enum class Precision { k32, k16Mixed, kBf16Mixed };
+const char* to_string(Precision precision);
+/// Parses "32", "32-true", "16-mixed", "bf16-mixed" (and "16", "bf16"); throws naming the value.
+Precision parse_precision(const std::string& text);
+
+/// A number of batches, or a fraction of an epoch's batches (Lightning's int-or-float limits).
+struct BatchLimit {
+  /* implicit */ BatchLimit(double fraction) : value(fraction), is_fraction(true) {}
+  /* implicit */ BatchLimit(int64_t count) : value(static_cast<double>(count)), is_fraction(false) {}
+  /* implicit */ BatchLimit(int count) : BatchLimit(static_cast<int64_t>(count)) {}
+  /// Parses "0.25" (fraction) or "100" (count).
+  static BatchLimit parse(const std::string& text);
+  /// Batches this limit allows out of `available`.
+  int64_t resolve(int64_t available) const;
+  std::string str() const;
+  double value;
+  bool is_fraction;
+};
+
+enum class NanLossPolicy {
+  kRaise,  ///< stop with an error naming the step (default)
+  kSkip,   ///< skip the optimizer step of that accumulation window, count and log it
+  kIgnore  ///< no check (no host sync for it)
+};
+
+struct TrainerOptions {
+  /// Epochs to train; -1: unlimited if max_steps is set, else 1000 (as Lightning).
+  TORCH_ARG(int64_t, max_epochs) = -1;
+  /// Early stopping is not honoured before this many epochs.
+  TORCH_ARG(int64_t, min_epochs) = 0;
+  /// Optimizer steps to train; -1: no limit.
+  TORCH_ARG(int64_t, max_steps) = -1;
+  TORCH_ARG(int64_t, min_steps) = 0;
+  /// Wall-clock limit in seconds (<= 0: none); checked after every training batch.
+  TORCH_ARG(double, max_time_seconds) = 0.0;
+  TORCH_ARG(BatchLimit, limit_train_batches) = BatchLimit(1.0);
+  TORCH_ARG(BatchLimit, limit_val_batches) = BatchLimit(1.0);
+  TORCH_ARG(BatchLimit, limit_test_batches) = BatchLimit(1.0);
+  /// n > 0: run n batches of train, val and test once, without checkpoints or loggers.
+  TORCH_ARG(int64_t, fast_dev_run) = 0;
+  /// Validate every fraction of an epoch (double) or every n training batches (int).
+  TORCH_ARG(BatchLimit, val_check_interval) = BatchLimit(1.0);
+  /// Validate every n epochs; 0: only as val_check_interval (a batch count) says.
+  TORCH_ARG(int64_t, check_val_every_n_epoch) = 1;
+  /// Validation batches run before training to catch bugs early; -1: all.
+  TORCH_ARG(int64_t, num_sanity_val_steps) = 2;
+  /// Step metrics go to the loggers every n optimizer steps.
+  TORCH_ARG(int64_t, log_every_n_steps) = 50;
+  TORCH_ARG(bool, enable_progress_bar) = true;
+  /// Add a CSVLogger under default_root_dir when no logger is given.
+  TORCH_ARG(bool, logger) = true;
+  TORCH_ARG(std::string, default_root_dir) = ".";
+  /// Seeds LibTorch's generators (and the data sources the Trainer builds) at fit start; -1: no.
+  TORCH_ARG(int64_t, seed) = -1;
+  /// Use deterministic algorithms only.
+  TORCH_ARG(bool, deterministic) = false;
+  /// "auto", "cpu" or "cuda".
+  TORCH_ARG(std::string, accelerator) = "auto";
+  /// Number of devices; -1: "auto".
+  TORCH_ARG(int64_t, devices) = -1;
+  /// "auto", "single_device" (later: "ddp").
+  TORCH_ARG(std::string, strategy) = "auto";
+  TORCH_ARG(Precision, precision) = Precision::k32;
+  TORCH_ARG(int64_t, accumulate_grad_batches) = 1;
+  /// <= 0: no clipping.
+  TORCH_ARG(double, gradient_clip_val) = 0.0;
+  /// "norm" or "value".
+  TORCH_ARG(std::string, gradient_clip_algorithm) = "norm";
+  TORCH_ARG(NanLossPolicy, nan_loss) = NanLossPolicy::kRaise;
+
+  /// Sets max_time from "DD:HH:MM:SS" (Lightning's format) or a duration.
+  TrainerOptions& max_time(const std::string& dd_hh_mm_ss);
+  template <typename Rep, typename Period>
+  TrainerOptions& max_time(std::chrono::duration<Rep, Period> d) {
+    max_time_seconds_ = std::chrono::duration<double>(d).count();
+    return *this;
+  }
+  TrainerOptions& precision(const std::string& text) {
+    precision_ = parse_precision(text);
+    return *this;
+  }
+  TrainerOptions& precision(Precision p) {
+    precision_ = p;
+    return *this;
+  }
+
+  /// Throws frugal::Error naming the first bad option and what is allowed.
+  void validate() const;
+  /// Every option as text (written beside the logs as hyper-parameters).
+  std::map<std::string, std::string> to_map() const;
+};
+
+/// Where the Trainer is; callbacks read it.
+struct TrainerState {
+  TrainerFn fn = TrainerFn::kFit;
+  Stage stage = Stage::kTrain;
+  bool sanity_checking = false;
+  /// Current epoch, 0-based; after fit, the number of epochs completed.
+  int64_t epoch = 0;
+  /// Optimizer steps taken.
+  int64_t global_step = 0;
+  /// Index of the current batch in its epoch (training), or in its evaluation loop.
+  int64_t batch_idx = 0;
+  /// Training batches processed in the current epoch.
+  int64_t epoch_batches_done = 0;
+  /// Optimizer steps skipped (non-finite loss or gradients).
+  int64_t skipped_steps = 0;
+  bool should_stop = false;
+  std::string stop_reason;
+};
+
+class Trainer {
+ public:
+  explicit Trainer(TrainerOptions options = {},
+                   std::vector<std::shared_ptr<Callback>> callbacks = {},
+                   std::vector<std::shared_ptr<Logger>> loggers = {});
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  /// Trains `task` on `train`, validating on `val` (may be null).
+  void fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_ptr<BatchSource> val = {});
+  /// One pass over `data` with validation_step; returns the epoch metrics.
+  std::map<std::string, double> validate(Task& task, std::shared_ptr<BatchSource> data);
+  /// One pass over `data` with test_step; returns the epoch metrics.
+  std::map<std::string, double> test(Task& task, std::shared_ptr<BatchSource> data);
+
+  /// Ends training after the current optimizer step (honours min_epochs / min_steps).
+  void request_stop(const std::string& reason);
+
+  const TrainerOptions& options() const { return options_; }
+  const TrainerState& state() const { return state_; }
+  Metrics& metrics() { return metrics_; }
+  const Metrics& metrics() const { return metrics_; }
+  /// Callback metrics fetched to the host.
+  std::map<std::string, double> callback_metrics() const { return metrics_.callback_metrics(); }
+  const std::vector<std::shared_ptr<Callback>>& callbacks() const { return callbacks_; }
+  const std::vector<std::shared_ptr<Logger>>& loggers() const { return loggers_; }
+  c10::Device device() const { return device_; }
+  /// The optimizer and scheduler of the current fit (null outside fit).
+  torch::optim::Optimizer* optimizer() const;
+  LRScheduler* lr_scheduler() const;
+  /// Training batches per epoch after limits; evaluation batches of the current loop.
+  int64_t num_training_batches() const { return num_training_batches_; }
+  int64_t num_eval_batches() const { return num_eval_batches_; }
+  /// Largest number of epochs this fit may run (resolved max_epochs; -1: unlimited).
+  int64_t max_epochs() const { return max_epochs_; }
+  /// Rank of this process in data-parallel training (0 when single).
+  int64_t global_rank() const { return 0; }
+  int64_t world_size() const { return 1; }
+  bool is_global_zero() const { return global_rank() == 0; }
+  /// Where logs (and by default checkpoints) go.
+  std::string log_dir() const;
+
+ private:
+  struct Fit;
+  void setup_run(Task& task, TrainerFn fn);
+  void run_training(Task& task, BatchSource& train, BatchSource* val);
+  void train_epoch(Task& task, BatchSource& train, BatchSource* val);
+  void optimizer_step(Task& task);
+  void run_evaluation(Task& task, BatchSource& data, Stage stage, int64_t max_batches,
+                      bool sanity);
+  bool should_validate_after_batch(int64_t batch_idx, bool last_batch) const;
+  bool can_stop() const;
+  void maybe_log_step_metrics(bool force);
+  void log_epoch_metrics();
+  void check_time_limit();
+  template <typename Hook>
+  void call(Hook&& hook);
+  void handle_exception(Task& task, const std::exception& e);
+
+  TrainerOptions options_;
+  std::vector<std::shared_ptr<Callback>> callbacks_;
+  std::vector<std::shared_ptr<Logger>> loggers_;
+  TrainerState state_;
+  Metrics metrics_;
+  c10::Device device_{c10::kCPU};
+  int64_t num_training_batches_ = 0;
+  int64_t num_eval_batches_ = 0;
+  int64_t max_epochs_ = -1;
+  std::unique_ptr<Fit> fit_;
+};
+
+}  // namespace frugal

@@ -1,0 +1,29 @@
+// Shared helpers for frugal's tests: temporary folders, tiny data sets and models, a recording
+// callback.
+#pragma once
+
+#include <frugal/frugal.h>
+
+#include <string>
+#include <vector>
+
+namespace frugal::testing {
+
+/// A fresh, empty folder for one test (under $FRUGAL_TEST_TMP or /tmp).
+std::string temp_dir(const std::string& name);
+
+/// A small separable classification problem: n samples of `features` floats, `classes` labels.
+/// Deterministic for a given seed.
+struct ToyData {
+  at::Tensor x;
+  at::Tensor y;
+};
+ToyData make_toy_data(int64_t n, int64_t features = 8, int64_t classes = 3, uint64_t seed = 0);
+
+/// SHA-256 of all parameters' bytes, in order, on CPU (what the example reports).
+std::string params_sha256(torch::nn::Module& module);
+
+/// Options for quiet, fast tests: no progress bar, no logger, CPU, in `dir`.
+TrainerOptions quiet_options(const std::string& dir = "");
+
+}  // namespace frugal::testing
