@@ -5,6 +5,8 @@ find_package(fmt REQUIRED)
 find_package(ZLIB REQUIRED)
 find_package(Threads REQUIRED)
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)
+find_package(nlohmann_json QUIET)
+find_package(CLI11 QUIET)
 
 # CUDA support is decided by the LibTorch we build against (the wheel has it, Debian's has not).
 set(FRUGAL_HAS_CUDA OFF)

@@ -1,1 +1,169 @@
-// (being written)
+#include "frugal/metrics.h"
+
+#include <torch/torch.h>
+
+#include "frugal/error.h"
+
+namespace frugal {
+
+const char* to_string(Stage stage) {
+  switch (stage) {
+    case Stage::kTrain:
+      return "train";
+    case Stage::kValidate:
+      return "validate";
+    case Stage::kTest:
+      return "test";
+  }
+  return "?";
+}
+
+Metrics::Metrics() = default;
+Metrics::~Metrics() = default;
+
+void Metrics::set_context(Stage stage, int64_t batch_size) {
+  stage_ = stage;
+  batch_size_ = batch_size > 0 ? batch_size : 1;
+}
+
+void Metrics::log(const std::string& name, const at::Tensor& value, const LogOptions& options) {
+  FRUGAL_CHECK(!name.empty(), "log: the metric name must not be empty");
+  FRUGAL_CHECK(value.defined(), "log(\"", name, "\"): the value is an undefined tensor");
+  FRUGAL_CHECK(value.numel() == 1, "log(\"", name,
+               "\"): expected a scalar (one element), got shape ", value.sizes());
+  // Note [Metrics stay on device]: a logged value is kept as a detached 0-dim tensor on its own
+  // device; the epoch accumulator is updated with one small device op. Host copies happen only
+  // in get()/callback_metrics()/take_*(), i.e. when someone needs the number.
+  at::NoGradGuard no_grad;
+  at::Tensor v = value.detach().reshape({}).to(at::kDouble);
+  const bool training = stage_ == Stage::kTrain;
+  const bool on_step = options.on_step().value_or(training);
+  const bool on_epoch = options.on_epoch().value_or(!training);
+  FRUGAL_CHECK(on_step || on_epoch, "log(\"", name,
+               "\"): on_step and on_epoch are both false, so the value would go nowhere");
+  if (on_step) {
+    const std::string step_name = on_epoch ? name + "_step" : name;
+    callback_[step_name] = v;
+    if (options.logger()) pending_step_[step_name] = v;
+    if (options.prog_bar()) progress_[step_name] = v;
+  }
+  if (on_epoch) {
+    const int64_t weight = options.batch_size() > 0 ? options.batch_size() : batch_size_;
+    auto it = accumulators_.find(name);
+    if (it == accumulators_.end() || it->second.stage != stage_ || it->second.weight == 0) {
+      Accumulator acc;
+      acc.options = options;
+      acc.stage = stage_;
+      acc.epoch_name = on_step ? name + "_epoch" : name;
+      acc.also_plain = on_step;
+      acc.value = options.reduce() == Reduce::kMean || options.reduce() == Reduce::kSum
+                      ? v * static_cast<double>(weight)
+                      : v;
+      acc.weight = weight;
+      accumulators_[name] = std::move(acc);
+      return;
+    }
+    Accumulator& acc = it->second;
+    switch (options.reduce()) {
+      case Reduce::kMean:
+      case Reduce::kSum:
+        acc.value = acc.value + v * static_cast<double>(weight);
+        break;
+      case Reduce::kMax:
+        acc.value = at::maximum(acc.value, v);
+        break;
+      case Reduce::kMin:
+        acc.value = at::minimum(acc.value, v);
+        break;
+    }
+    acc.weight += weight;
+  }
+}
+
+void Metrics::log(const std::string& name, double value, const LogOptions& options) {
+  log(name, at::scalar_tensor(value, at::kDouble), options);
+}
+
+std::optional<double> Metrics::get(const std::string& name) const {
+  auto it = callback_.find(name);
+  if (it == callback_.end()) return std::nullopt;
+  return it->second.item<double>();
+}
+
+bool Metrics::contains(const std::string& name) const { return callback_.count(name) > 0; }
+
+namespace {
+std::map<std::string, double> to_host(const std::map<std::string, at::Tensor>& values) {
+  std::map<std::string, double> out;
+  for (const auto& [name, value] : values) out[name] = value.item<double>();
+  return out;
+}
+}  // namespace
+
+std::map<std::string, double> Metrics::callback_metrics() const { return to_host(callback_); }
+
+std::vector<std::string> Metrics::names() const {
+  std::vector<std::string> out;
+  for (const auto& kv : callback_) out.push_back(kv.first);
+  return out;
+}
+
+std::map<std::string, double> Metrics::progress_bar_metrics() const { return to_host(progress_); }
+
+void Metrics::begin_epoch(Stage stage) {
+  for (auto it = accumulators_.begin(); it != accumulators_.end();) {
+    it = it->second.stage == stage ? accumulators_.erase(it) : std::next(it);
+  }
+}
+
+std::vector<std::string> Metrics::end_epoch(
+    Stage stage, const std::function<void(std::vector<at::Tensor>&)>& reduce_across_ranks) {
+  at::NoGradGuard no_grad;
+  std::vector<std::string> produced;
+  for (auto it = accumulators_.begin(); it != accumulators_.end();) {
+    Accumulator& acc = it->second;
+    if (acc.stage != stage) {
+      ++it;
+      continue;
+    }
+    at::Tensor value = acc.value;
+    if (reduce_across_ranks && acc.options.sync_dist()) {
+      std::vector<at::Tensor> pair{
+          at::stack({value, at::scalar_tensor(static_cast<double>(acc.weight), value.options())})};
+      reduce_across_ranks(pair);
+      value = pair[0][0];
+      if (acc.options.reduce() == Reduce::kMean) value = value / pair[0][1];
+    } else if (acc.options.reduce() == Reduce::kMean) {
+      value = value / static_cast<double>(acc.weight);
+    }
+    callback_[acc.epoch_name] = value;
+    produced.push_back(acc.epoch_name);
+    if (acc.also_plain) callback_[it->first] = value;
+    if (acc.options.logger()) pending_epoch_[acc.epoch_name] = value;
+    if (acc.options.prog_bar()) progress_[acc.epoch_name] = value;
+    it = accumulators_.erase(it);
+  }
+  return produced;
+}
+
+std::map<std::string, double> Metrics::take_step_metrics() {
+  auto out = to_host(pending_step_);
+  pending_step_.clear();
+  return out;
+}
+
+std::map<std::string, double> Metrics::take_epoch_metrics() {
+  auto out = to_host(pending_epoch_);
+  pending_epoch_.clear();
+  return out;
+}
+
+void Metrics::reset() {
+  callback_.clear();
+  progress_.clear();
+  pending_step_.clear();
+  pending_epoch_.clear();
+  accumulators_.clear();
+}
+
+}  // namespace frugal

@@ -1,1 +1,543 @@
-// (being written)
+// The Trainer's loops. The training step's order lives in one place: run_training_batch() and
+// optimizer_step() below, in the order of DESIGN.md.
+#include "frugal/trainer.h"
+
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "frugal/callbacks/progress_bar.h"
+#include "frugal/callbacks/timer.h"
+#include "frugal/error.h"
+#include "frugal/lr_scheduler.h"
+#include "precision.h"
+
+// Calls `hook` on every callback, in order: FRUGAL_HOOK(on_fit_start, task).
+#define FRUGAL_HOOK(hook, ...) \
+  for (auto& cb_ : callbacks_) cb_->hook(*this, __VA_ARGS__)
+
+namespace frugal {
+
+// What one fit needs beyond the state callbacks see.
+struct Trainer::Fit {
+  OptimizerConfig config;
+  std::unique_ptr<detail::PrecisionPlugin> precision;
+  std::vector<at::Tensor> params;  // trainable parameters, in optimizer order
+  int64_t total_batches = 0;       // training batches over all epochs of this fit
+  int64_t steps_taken = 0;         // optimizer steps that were not skipped
+  bool window_nonfinite = false;   // a non-finite loss in the current accumulation window
+  int64_t val_batches = 0;         // validation batches per check
+  int64_t val_check_batches = 0;   // validate every n training batches
+};
+
+namespace {
+
+c10::Device resolve_device(const TrainerOptions& options) {
+  const std::string& acc = options.accelerator();
+  const bool cuda = torch::cuda::is_available();
+  if (acc == "cpu") return c10::Device(c10::kCPU);
+  if (acc == "cuda" || acc == "gpu") {
+#ifdef FRUGAL_WITH_CUDA
+    const char* build = "this LibTorch has CUDA, but no device is visible";
+#else
+    const char* build = "this LibTorch was built without CUDA";
+#endif
+    FRUGAL_CHECK(cuda, "accelerator=\"", acc, "\" but no CUDA device is usable (", build,
+                 "); use accelerator=\"cpu\" or \"auto\"");
+    return c10::Device(c10::kCUDA, 0);
+  }
+  return cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+}
+
+/// Lightning's fast_dev_run: n batches of everything, once, nothing written.
+TrainerOptions effective_options(TrainerOptions options) {
+  options.validate();
+  if (options.fast_dev_run() > 0) {
+    const int64_t n = options.fast_dev_run();
+    options.max_epochs(1)
+        .max_steps(n * options.accumulate_grad_batches())
+        .limit_train_batches(BatchLimit(n * options.accumulate_grad_batches()))
+        .limit_val_batches(BatchLimit(n))
+        .limit_test_batches(BatchLimit(n))
+        .val_check_interval(BatchLimit(1.0))
+        .check_val_every_n_epoch(1)
+        .num_sanity_val_steps(0)
+        .logger(false);
+  }
+  return options;
+}
+
+void zero_grad_set_to_none(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) p.mutable_grad() = at::Tensor();
+  }
+}
+
+/// Total p-norm of the gradients, computed on device (no host sync).
+at::Tensor total_grad_norm(const std::vector<at::Tensor>& grads, double norm_type) {
+  std::vector<at::Tensor> norms;
+  norms.reserve(grads.size());
+  if (std::isinf(norm_type)) {
+    for (const auto& g : grads) norms.push_back(g.detach().abs().max().to(at::kFloat));
+    return at::stack(norms).max();
+  }
+  for (const auto& g : grads) norms.push_back(g.detach().norm(norm_type).to(at::kFloat));
+  return at::stack(norms).norm(norm_type);
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> callbacks,
+                 std::vector<std::shared_ptr<Logger>> loggers)
+    : options_(effective_options(std::move(options))),
+      callbacks_(std::move(callbacks)),
+      loggers_(std::move(loggers)) {
+  for (const auto& cb : callbacks_) FRUGAL_CHECK(cb, "Trainer: a callback is null");
+  for (const auto& lg : loggers_) FRUGAL_CHECK(lg, "Trainer: a logger is null");
+  device_ = resolve_device(options_);
+  max_epochs_ = options_.max_epochs() >= 0  ? options_.max_epochs()
+                : options_.max_steps() >= 0 ? -1
+                                            : 1000;
+  const bool has_bar = std::any_of(callbacks_.begin(), callbacks_.end(), [](const auto& cb) {
+    return dynamic_cast<ProgressBar*>(cb.get()) != nullptr;
+  });
+  if (options_.enable_progress_bar() && !has_bar) {
+    callbacks_.push_back(std::make_shared<ProgressBar>());
+  }
+  if (options_.max_time_seconds() > 0) {
+    callbacks_.push_back(std::make_shared<Timer>(options_.max_time_seconds()));
+  }
+  if (options_.fast_dev_run() > 0) {
+    loggers_.clear();
+  } else if (options_.logger() && loggers_.empty()) {
+    loggers_.push_back(std::make_shared<CSVLogger>(CSVLoggerOptions(options_.default_root_dir())));
+  }
+}
+
+Trainer::~Trainer() = default;
+
+torch::optim::Optimizer* Trainer::optimizer() const {
+  return fit_ ? fit_->config.optimizer.get() : nullptr;
+}
+
+LRScheduler* Trainer::lr_scheduler() const { return fit_ ? fit_->config.scheduler.get() : nullptr; }
+
+std::string Trainer::log_dir() const {
+  for (const auto& lg : loggers_) {
+    if (!lg->log_dir().empty()) return lg->log_dir();
+  }
+  return options_.default_root_dir();
+}
+
+void Trainer::request_stop(const std::string& reason) {
+  if (!state_.should_stop) state_.stop_reason = reason;
+  state_.should_stop = true;
+}
+
+bool Trainer::can_stop(bool at_epoch_end) const {
+  const int64_t epochs_done = state_.epoch + (at_epoch_end ? 1 : 0);
+  return epochs_done >= options_.min_epochs() && state_.global_step >= options_.min_steps();
+}
+
+bool Trainer::max_steps_reached() const {
+  return options_.max_steps() >= 0 && state_.global_step >= options_.max_steps();
+}
+
+void Trainer::prepare(Task& task, BatchSource* a, BatchSource* b) {
+  if (options_.seed() >= 0) torch::manual_seed(static_cast<uint64_t>(options_.seed()));
+  if (options_.deterministic()) at::globalContext().setDeterministicAlgorithms(true, false);
+  task.module().to(device_);
+  for (BatchSource* source : {a, b}) {
+    if (source == nullptr) continue;
+    source->set_device(device_);
+    source->set_shard(global_rank(), world_size());
+  }
+}
+
+void Trainer::handle_exception(Task& task, const std::exception& error) {
+  // Every callback hears about it, loggers keep what they have; a failing handler must not hide
+  // the original error, which reaches the caller unchanged.
+  for (auto& cb : callbacks_) {
+    try {
+      cb->on_exception(*this, task, error);
+    } catch (...) {
+    }
+  }
+  for (auto& lg : loggers_) {
+    try {
+      lg->finalize("failed");
+    } catch (...) {
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fit
+
+void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train,
+                  std::shared_ptr<BatchSource> val) {
+  FRUGAL_CHECK(train != nullptr, "fit: the training data source is null");
+  state_ = TrainerState{};
+  state_.fn = TrainerFn::kFit;
+  metrics_.reset();
+  fit_ = std::make_unique<Fit>();
+  try {
+    prepare(task, train.get(), val.get());
+    FRUGAL_HOOK(setup, task, TrainerFn::kFit);
+    configure_optimization(task);
+    num_training_batches_ = options_.limit_train_batches().resolve(train->num_batches());
+    FRUGAL_CHECK(train->num_batches() > 0, "fit: the training source ", train->describe(),
+                 " yields no batches");
+    if (val) configure_validation(*val);
+
+    std::map<std::string, std::string> hparams = options_.to_map();
+    for (const auto& [k, v] : task.hparams()) hparams[k] = v;
+    for (auto& lg : loggers_) lg->log_hyperparams(hparams);
+
+    FRUGAL_HOOK(on_fit_start, task);
+    if (val && fit_->val_batches > 0 && options_.num_sanity_val_steps() != 0) {
+      const int64_t n = options_.num_sanity_val_steps() < 0
+                            ? fit_->val_batches
+                            : std::min(options_.num_sanity_val_steps(), fit_->val_batches);
+      state_.sanity_checking = true;
+      FRUGAL_HOOK(on_sanity_check_start, task);
+      run_evaluation(task, *val, Stage::kValidate, n, /*sanity=*/true);
+      FRUGAL_HOOK(on_sanity_check_end, task);
+      state_.sanity_checking = false;
+      metrics_.reset();  // sanity results are not real metrics
+    }
+    run_training(task, *train, val.get());
+    FRUGAL_HOOK(on_fit_end, task);
+    for (auto& lg : loggers_) lg->finalize("success");
+    FRUGAL_HOOK(teardown, task, TrainerFn::kFit);
+  } catch (const std::exception& e) {
+    handle_exception(task, e);
+    throw;
+  }
+}
+
+void Trainer::configure_optimization(Task& task) {
+  fit_->config = task.configure_optimizers();
+  const OptimizerConfig& config = fit_->config;
+  FRUGAL_CHECK(config.optimizer != nullptr, "configure_optimizers returned no optimizer");
+  FRUGAL_CHECK(config.frequency >= 1, "OptimizerConfig.frequency must be >= 1, got ",
+               config.frequency);
+  if (config.scheduler && config.scheduler->needs_metric()) {
+    FRUGAL_CHECK(!config.monitor.empty(),
+                 "the LR scheduler needs a monitored metric: set OptimizerConfig.monitor (e.g. "
+                 "\"val/loss\")");
+  }
+  for (auto& group : config.optimizer->param_groups()) {
+    for (auto& p : group.params()) {
+      if (p.requires_grad()) fit_->params.push_back(p);
+    }
+  }
+  FRUGAL_CHECK(!fit_->params.empty(), "the optimizer has no parameters that require grad");
+  fit_->precision = detail::make_precision(options_.precision(), device_);
+}
+
+void Trainer::configure_validation(BatchSource& val) {
+  fit_->val_batches = options_.limit_val_batches().resolve(val.num_batches());
+  const BatchLimit& interval = options_.val_check_interval();
+  if (interval.is_fraction) {
+    fit_->val_check_batches = std::max<int64_t>(
+        1, static_cast<int64_t>(std::floor(interval.value * num_training_batches_)));
+  } else {
+    fit_->val_check_batches = static_cast<int64_t>(interval.value);
+    FRUGAL_CHECK(
+        options_.check_val_every_n_epoch() == 0 || fit_->val_check_batches <= num_training_batches_,
+        "val_check_interval=", fit_->val_check_batches,
+        " batches is more than the training batches per epoch (", num_training_batches_,
+        "); set check_val_every_n_epoch(0) to validate across epochs");
+  }
+}
+
+void Trainer::run_training(Task& task, BatchSource& train, BatchSource* val) {
+  FRUGAL_HOOK(on_train_start, task);
+  while (num_training_batches_ > 0) {
+    if (max_epochs_ >= 0 && state_.epoch >= max_epochs_) break;
+    if (max_steps_reached()) break;
+    const bool completed = train_epoch(task, train, val);
+    if (!completed || (state_.should_stop && can_stop(/*at_epoch_end=*/false))) break;
+  }
+  FRUGAL_HOOK(on_train_end, task);
+}
+
+bool Trainer::should_validate(int64_t batch_idx, bool stopping) const {
+  if (fit_->val_batches == 0) return false;
+  const int64_t every_n_epochs = options_.check_val_every_n_epoch();
+  if (every_n_epochs == 0) {  // batch-count driven, across epochs
+    return fit_->total_batches % fit_->val_check_batches == 0 || stopping;
+  }
+  if ((state_.epoch + 1) % every_n_epochs != 0) return false;
+  const bool last = batch_idx + 1 == num_training_batches_;
+  return (batch_idx + 1) % fit_->val_check_batches == 0 || last || stopping;
+}
+
+// One epoch. Returns true when it ran to its end (false: stopped early).
+bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
+  const int64_t n = num_training_batches_;
+  const int64_t k = options_.accumulate_grad_batches();
+  const int64_t first = state_.epoch_batches_done;  // > 0 when resuming mid-epoch
+  train.start_epoch(state_.epoch, first);
+  metrics_.begin_epoch(Stage::kTrain);
+  task.module().train();
+  FRUGAL_HOOK(on_train_epoch_start, task);
+
+  bool stopped = false;
+  for (int64_t i = first; i < n; ++i) {
+    std::optional<Batch> batch = train.next();
+    FRUGAL_CHECK(batch.has_value(), "the training source ", train.describe(), " ended after ", i,
+                 " batches but announced ", train.num_batches());
+    state_.batch_idx = i;
+    run_training_batch(task, *batch, i);
+    state_.epoch_batches_done = i + 1;
+    ++fit_->total_batches;
+    // A stop (max_steps, a callback, the time limit) takes effect at the end of an accumulation
+    // window, never inside one.
+    const bool window_end = (i + 1) % k == 0 || i + 1 == n;
+    stopped =
+        window_end && i + 1 < n && (max_steps_reached() || (state_.should_stop && can_stop(false)));
+    if (val && should_validate(i, stopped)) {
+      run_evaluation(task, *val, Stage::kValidate, fit_->val_batches, /*sanity=*/false);
+      task.module().train();
+    }
+    if (stopped) break;
+  }
+
+  metrics_.end_epoch(Stage::kTrain);
+  FRUGAL_HOOK(on_train_epoch_end, task);
+  log_epoch_metrics();
+  if (stopped) return false;
+  step_scheduler(Interval::kEpoch);
+  ++state_.epoch;
+  state_.epoch_batches_done = 0;
+  return true;
+}
+
+// The step, in DESIGN.md's order. Micro-batch i of the accumulation window that holds it.
+void Trainer::run_training_batch(Task& task, const Batch& batch, int64_t i) {
+  // Note [The last accumulation window is scaled by its own size]: windows are aligned to the
+  // epoch start; an epoch of n batches with k-batch windows ends in a window of n % k batches,
+  // whose losses are divided by that real size (Lightning #19987 divides them by k), so every
+  // optimizer step sees the mean gradient of its own samples.
+  const int64_t k = options_.accumulate_grad_batches();
+  const int64_t window_start = (i / k) * k;
+  const int64_t window = std::min(k, num_training_batches_ - window_start);
+  const bool last_in_window = i + 1 == window_start + window;
+
+  metrics_.set_context(Stage::kTrain, batch.size());
+  FRUGAL_HOOK(on_train_batch_start, task, batch, i);
+  StepContext ctx(metrics_, *this, Stage::kTrain, i);
+  at::Tensor loss;
+  {
+    auto autocast = fit_->precision->forward_scope();
+    loss = task.training_step(batch, ctx);
+  }
+  FRUGAL_CHECK(loss.defined() && loss.numel() == 1, "training_step must return a scalar loss, got ",
+               loss.defined() ? c10::str("shape ", loss.sizes()) : std::string("no tensor"));
+  FRUGAL_CHECK(loss.requires_grad(),
+               "training_step returned a loss that does not require grad (was it computed under "
+               "no_grad, or detached?)");
+  check_loss(loss);
+  at::Tensor to_backward = window == 1 ? loss : loss / static_cast<double>(window);
+  FRUGAL_HOOK(on_before_backward, task, to_backward);
+  fit_->precision->backward(to_backward);
+  FRUGAL_HOOK(on_after_backward, task);
+  if (last_in_window) optimizer_step(task);
+  FRUGAL_HOOK(on_train_batch_end, task, loss.detach(), batch, i);
+}
+
+void Trainer::check_loss(const at::Tensor& loss) {
+  if (options_.nan_loss() == NanLossPolicy::kIgnore) return;
+  if (loss.detach().isfinite().item<bool>()) return;
+  FRUGAL_CHECK(options_.nan_loss() == NanLossPolicy::kSkip,
+               "training_step returned a non-finite loss (", loss.item<double>(), ") at epoch ",
+               state_.epoch, ", batch ", state_.batch_idx, ", global step ", state_.global_step,
+               "; to skip such optimizer steps instead, set "
+               "TrainerOptions().nan_loss(NanLossPolicy::kSkip)");
+  fit_->window_nonfinite = true;
+}
+
+void Trainer::optimizer_step(Task& task) {
+  torch::optim::Optimizer& optimizer = *fit_->config.optimizer;
+  fit_->precision->unscale(optimizer);  // before anything looks at gradients
+  FRUGAL_HOOK(on_before_optimizer_step, task, optimizer);
+  clip_gradients();
+  const bool skip = fit_->window_nonfinite;
+  fit_->window_nonfinite = false;
+  const bool stepped = fit_->precision->step(optimizer, skip);
+  ++state_.global_step;
+  if (stepped) {
+    ++fit_->steps_taken;
+    step_scheduler(Interval::kStep);  // never after a skipped step
+  } else {
+    ++state_.skipped_steps;
+    metrics_.log("train/skipped_steps", static_cast<double>(state_.skipped_steps),
+                 LogOptions().on_step(true).on_epoch(false));
+  }
+  FRUGAL_HOOK(on_before_zero_grad, task, optimizer);
+  zero_grad_set_to_none(optimizer);
+  if (!loggers_.empty() && state_.global_step % options_.log_every_n_steps() == 0) {
+    auto values = metrics_.take_step_metrics();
+    if (!values.empty()) {
+      for (auto& lg : loggers_) lg->log_metrics(values, state_.global_step, state_.epoch);
+    }
+  }
+}
+
+void Trainer::clip_gradients() {
+  const double clip = options_.gradient_clip_val();
+  if (clip <= 0 && !options_.log_grad_norm()) return;
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> grads;
+  grads.reserve(fit_->params.size());
+  for (const auto& p : fit_->params) {
+    if (p.grad().defined()) grads.push_back(p.grad());
+  }
+  if (grads.empty()) return;
+  if (options_.gradient_clip_algorithm() == "value" || clip <= 0) {
+    if (options_.log_grad_norm()) {
+      metrics_.log("train/grad_norm", total_grad_norm(grads, options_.gradient_clip_norm_type()),
+                   LogOptions().on_step(true).on_epoch(false));
+    }
+    if (clip > 0) {
+      for (auto& g : grads) g.clamp_(-clip, clip);
+    }
+    return;
+  }
+  // Clip by total norm without a host sync: scale by min(1, clip / (norm + eps)) on device.
+  at::Tensor norm = total_grad_norm(grads, options_.gradient_clip_norm_type());
+  if (options_.log_grad_norm()) {
+    metrics_.log("train/grad_norm", norm, LogOptions().on_step(true).on_epoch(false));
+  }
+  at::Tensor coef = (clip / (norm + 1e-6)).clamp_max(1.0);
+  for (auto& g : grads) g.mul_(coef.to(g.scalar_type()));
+}
+
+void Trainer::step_scheduler(Interval interval) {
+  const OptimizerConfig& config = fit_->config;
+  if (!config.scheduler || config.interval != interval) return;
+  const int64_t count = interval == Interval::kStep ? fit_->steps_taken : state_.epoch + 1;
+  if (count % config.frequency != 0) return;
+  if (!config.scheduler->needs_metric()) {
+    config.scheduler->step();
+    return;
+  }
+  std::optional<double> value = metrics_.get(config.monitor);
+  if (!value) {
+    std::string known;
+    for (const auto& name : metrics_.names()) known += (known.empty() ? "" : ", ") + name;
+    FRUGAL_CHECK(false, "the LR scheduler monitors \"", config.monitor,
+                 "\", which was not logged; logged metrics: ", known.empty() ? "(none)" : known);
+  }
+  config.scheduler->step(*value);
+}
+
+void Trainer::log_epoch_metrics() {
+  if (loggers_.empty() || state_.sanity_checking) return;
+  auto values = metrics_.take_epoch_metrics();
+  if (values.empty()) return;
+  for (auto& lg : loggers_) lg->log_metrics(values, state_.global_step, state_.epoch);
+}
+
+// ---------------------------------------------------------------------------------------------
+// validation and test
+
+std::vector<std::string> Trainer::run_evaluation(Task& task, BatchSource& data, Stage stage,
+                                                 int64_t max_batches, bool sanity) {
+  torch::nn::Module& module = task.module();
+  const bool was_training = module.is_training();
+  const Stage outer_stage = state_.stage;
+  const int64_t outer_batch = state_.batch_idx;
+  module.eval();
+  at::NoGradGuard no_grad;
+  state_.stage = stage;
+  num_eval_batches_ = max_batches;
+  metrics_.begin_epoch(stage);
+  const bool validating = stage == Stage::kValidate;
+  if (validating) {
+    FRUGAL_HOOK(on_validation_start, task);
+    FRUGAL_HOOK(on_validation_epoch_start, task);
+  } else {
+    FRUGAL_HOOK(on_test_start, task);
+    FRUGAL_HOOK(on_test_epoch_start, task);
+  }
+  data.start_epoch(0);
+  for (int64_t i = 0; i < max_batches; ++i) {
+    std::optional<Batch> batch = data.next();
+    if (!batch) break;
+    state_.batch_idx = i;
+    metrics_.set_context(stage, batch->size());
+    StepContext ctx(metrics_, *this, stage, i);
+    if (validating) {
+      FRUGAL_HOOK(on_validation_batch_start, task, *batch, i);
+    } else {
+      FRUGAL_HOOK(on_test_batch_start, task, *batch, i);
+    }
+    {
+      auto autocast = fit_ && fit_->precision ? fit_->precision->forward_scope() : nullptr;
+      if (validating) {
+        task.validation_step(*batch, ctx);
+      } else {
+        task.test_step(*batch, ctx);
+      }
+    }
+    if (validating) {
+      FRUGAL_HOOK(on_validation_batch_end, task, *batch, i);
+    } else {
+      FRUGAL_HOOK(on_test_batch_end, task, *batch, i);
+    }
+  }
+  std::vector<std::string> produced = metrics_.end_epoch(stage);
+  if (validating) {
+    FRUGAL_HOOK(on_validation_epoch_end, task);
+    FRUGAL_HOOK(on_validation_end, task);
+  } else {
+    FRUGAL_HOOK(on_test_epoch_end, task);
+    FRUGAL_HOOK(on_test_end, task);
+  }
+  if (!sanity) log_epoch_metrics();
+  state_.stage = outer_stage;
+  state_.batch_idx = outer_batch;
+  module.train(was_training);
+  return produced;
+}
+
+std::map<std::string, double> Trainer::evaluate(Task& task, std::shared_ptr<BatchSource> data,
+                                                TrainerFn fn) {
+  const Stage stage = fn == TrainerFn::kValidate ? Stage::kValidate : Stage::kTest;
+  FRUGAL_CHECK(data != nullptr, to_string(fn), ": the data source is null");
+  state_.fn = fn;
+  state_.should_stop = false;
+  try {
+    prepare(task, data.get(), nullptr);
+    if (!fit_) fit_ = std::make_unique<Fit>();
+    if (!fit_->precision) fit_->precision = detail::make_precision(options_.precision(), device_);
+    FRUGAL_HOOK(setup, task, fn);
+    const BatchLimit& limit =
+        stage == Stage::kValidate ? options_.limit_val_batches() : options_.limit_test_batches();
+    std::vector<std::string> names =
+        run_evaluation(task, *data, stage, limit.resolve(data->num_batches()), false);
+    for (auto& lg : loggers_) lg->flush();
+    FRUGAL_HOOK(teardown, task, fn);
+    std::map<std::string, double> out;
+    for (const auto& name : names) out[name] = *metrics_.get(name);
+    return out;
+  } catch (const std::exception& e) {
+    handle_exception(task, e);
+    throw;
+  }
+}
+
+std::map<std::string, double> Trainer::validate(Task& task, std::shared_ptr<BatchSource> data) {
+  return evaluate(task, std::move(data), TrainerFn::kValidate);
+}
+
+std::map<std::string, double> Trainer::test(Task& task, std::shared_ptr<BatchSource> data) {
+  return evaluate(task, std::move(data), TrainerFn::kTest);
+}
+
+}  // namespace frugal

@@ -10,10 +10,9 @@
 //   };
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <frugal/data.h>
 #include <frugal/state_dict.h>
-
-#include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <exception>

@@ -29,12 +29,13 @@ class Classifier : public Task {
   Classifier(std::shared_ptr<torch::nn::Module> module, Forward forward,
              OptimizerFactory optimizer = AdamW(1e-3));
   /// A type-erased module (AnyModule) whose forward takes and returns one tensor.
-  Classifier(const torch::nn::AnyModule& module, OptimizerFactory optimizer = AdamW(1e-3));
+  Classifier(torch::nn::AnyModule module, OptimizerFactory optimizer = AdamW(1e-3));
   /// A ModuleHolder (torch::nn::Sequential, or a user's TORCH_MODULE type).
   template <typename Holder, typename = decltype(std::declval<Holder>().ptr())>
   Classifier(Holder holder, OptimizerFactory optimizer = AdamW(1e-3))
-      : Classifier(holder.ptr(), [holder](const at::Tensor& x) mutable { return holder->forward(x); },
-                   std::move(optimizer)) {}
+      : Classifier(
+            holder.ptr(), [holder](const at::Tensor& x) mutable { return holder->forward(x); },
+            std::move(optimizer)) {}
 
   torch::nn::Module& module() override { return *module_; }
   std::shared_ptr<torch::nn::Module> module_ptr() const { return module_; }

@@ -56,13 +56,19 @@ class BatchSource {
   virtual std::string describe() const = 0;
 };
 
+namespace detail {
+/// The seed of epoch `epoch`'s shuffle: a SplitMix64 mix of (seed, epoch), so neighbouring seeds
+/// and epochs give unrelated permutations.
+uint64_t seed_mix(uint64_t seed, int64_t epoch);
+}  // namespace detail
+
 struct TensorLoaderOptions {
   /* implicit */ TensorLoaderOptions(int64_t batch_size = 64) : batch_size_(batch_size) {}
   TORCH_ARG(int64_t, batch_size);
   /// Reshuffle every epoch with a permutation drawn from (seed, epoch).
   TORCH_ARG(bool, shuffle) = false;
   TORCH_ARG(uint64_t, seed) = 0;
-  /// Drop the last, short batch.
+  /// Drop the last, short batch (of this rank's shard).
   TORCH_ARG(bool, drop_last) = false;
   /// Prepare the next batch on a background thread while the current one trains.
   TORCH_ARG(bool, prefetch) = true;
@@ -87,7 +93,12 @@ class TensorLoader : public BatchSource {
   std::string describe() const override;
 
   const TensorLoaderOptions& options() const { return options_; }
-  /// The sample indices of `epoch` on this rank, in order (for tests and debugging).
+  /// Number of samples in the whole data set (all ranks).
+  int64_t dataset_size() const;
+  int64_t rank() const;
+  int64_t world_size() const;
+  /// The sample indices (int64, CPU) this rank sees in `epoch`, in order, after padding and
+  /// drop_last: a pure function of (options, epoch, rank, world_size). For tests and debugging.
   at::Tensor epoch_indices(int64_t epoch) const;
 
  private:

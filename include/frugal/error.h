@@ -29,9 +29,9 @@ std::string concat(Args&&... args) {
 }  // namespace frugal
 
 /// FRUGAL_CHECK(cond, "accumulate_grad_batches must be >= 1, got ", n);
-#define FRUGAL_CHECK(cond, ...)                                        \
-  do {                                                                 \
-    if (!(cond)) {                                                     \
+#define FRUGAL_CHECK(cond, ...)                                             \
+  do {                                                                      \
+    if (!(cond)) {                                                          \
       ::frugal::detail::throw_error(::frugal::detail::concat(__VA_ARGS__)); \
-    }                                                                  \
+    }                                                                       \
   } while (false)

@@ -7,6 +7,15 @@
 //
 //   auto opt = std::make_shared<torch::optim::SGD>(params, torch::optim::SGDOptions(0.1));
 //   auto sched = std::make_shared<frugal::CosineAnnealingLR>(*opt, /*t_max=*/100);
+//
+// Warm-up then cosine (construct the parts in order, on the same optimizer):
+//   auto warm = std::make_shared<frugal::LinearWarmupLR>(*opt, /*total_iters=*/5, 0.1);
+//   auto cos = std::make_shared<frugal::CosineAnnealingLR>(*opt, /*t_max=*/95);
+//   auto sched = std::make_shared<frugal::SequentialLR>(
+//       *opt, std::vector<std::shared_ptr<frugal::LRScheduler>>{warm, cos},
+//       std::vector<int64_t>{5});
+//
+// See docs/schedulers.md for the formulas.
 #pragma once
 
 #include <frugal/state_dict.h>
@@ -24,15 +33,18 @@ class Optimizer;
 
 namespace frugal {
 
+/// Base of all schedulers: the step count, the base LRs, saving and restoring them.
 class LRScheduler {
  public:
-  /// Records each group's current LR as its base LR and applies the LR of step 0.
+  /// Records each group's current LR as its base LR; the derived constructor then applies the LR
+  /// of step 0.
   explicit LRScheduler(torch::optim::Optimizer& optimizer);
   virtual ~LRScheduler() = default;
 
   /// Advances by one step (epoch or optimizer step) and applies the new learning rates.
   virtual void step();
-  /// Metric-driven schedulers (ReduceLROnPlateau) step with the monitored value.
+  /// Metric-driven schedulers (ReduceLROnPlateau) step with the monitored value; the others
+  /// ignore the metric and step().
   virtual void step(double metric);
   /// True when the scheduler must be given a monitored metric.
   virtual bool needs_metric() const { return false; }
@@ -43,7 +55,11 @@ class LRScheduler {
   int64_t last_epoch() const { return last_epoch_; }
   const std::vector<double>& base_lrs() const { return base_lrs_; }
 
+  /// {"last_epoch", "base_lrs"} plus what a subclass adds; hyper-parameters come from the
+  /// constructor, not from the state.
   virtual StateDict state_dict() const;
+  /// Restores a state_dict() and re-applies its learning rates. Throws frugal::Error when a key is
+  /// missing or the number of parameter groups differs.
   virtual void load_state_dict(const StateDict& state);
 
  protected:
@@ -56,7 +72,11 @@ class LRScheduler {
 
   torch::optim::Optimizer& optimizer_;
   std::vector<double> base_lrs_;
+  std::vector<double> last_lrs_;
   int64_t last_epoch_ = 0;
+
+ private:
+  friend class SequentialLR;  // drives its parts' step counts and base LRs
 };
 
 /// lr = base * gamma^(floor(t / step_size))
@@ -86,7 +106,8 @@ class MultiStepLR : public LRScheduler {
   double gamma_;
 };
 
-/// lr = eta_min + (base - eta_min) * (1 + cos(pi * t / t_max)) / 2   (t clamped to t_max)
+/// lr = eta_min + (base - eta_min) * (1 + cos(pi * t / t_max)) / 2
+/// As in PyTorch, t is not clamped: past t_max the LR climbs back up (period 2 * t_max).
 class CosineAnnealingLR : public LRScheduler {
  public:
   CosineAnnealingLR(torch::optim::Optimizer& optimizer, int64_t t_max, double eta_min = 0.0);
@@ -100,7 +121,8 @@ class CosineAnnealingLR : public LRScheduler {
 };
 
 /// Linear warm-up: factor goes from start_factor to end_factor over total_iters steps, then holds
-/// (torch.optim.lr_scheduler.LinearLR).
+/// (torch.optim.lr_scheduler.LinearLR):
+/// lr = base * (start_factor + (end_factor - start_factor) * min(t, total_iters) / total_iters)
 class LinearWarmupLR : public LRScheduler {
  public:
   LinearWarmupLR(torch::optim::Optimizer& optimizer, int64_t total_iters,
@@ -117,7 +139,9 @@ class LinearWarmupLR : public LRScheduler {
 
 /// One-cycle policy (torch.optim.lr_scheduler.OneCycleLR, cosine annealing, two phases):
 /// from max_lr/div_factor up to max_lr over pct_start of total_steps, then down to
-/// max_lr/(div_factor*final_div_factor). Stepped per optimizer step.
+/// max_lr/(div_factor*final_div_factor). Stepped per optimizer step; like PyTorch, it refuses a
+/// step past total_steps. The optimizer's own LR is ignored (base LR = max_lr/div_factor), and
+/// momentum is not cycled.
 class OneCycleLR : public LRScheduler {
  public:
   OneCycleLR(torch::optim::Optimizer& optimizer, double max_lr, int64_t total_steps,
@@ -180,6 +204,25 @@ class ReduceLROnPlateau : public LRScheduler {
   int64_t num_bad_epochs_ = 0;
   int64_t cooldown_counter_ = 0;
   std::vector<double> current_lrs_;
+};
+
+/// Runs `schedulers` one after the other, switching at each milestone
+/// (torch.optim.lr_scheduler.SequentialLR): before milestones[0] the first one at step t; from
+/// milestones[i-1] on, scheduler i at step t - milestones[i-1]. All parts use the base LRs of the
+/// first one, so construct them in order on the same optimizer. Closed-form parts only (no
+/// ReduceLROnPlateau).
+class SequentialLR : public LRScheduler {
+ public:
+  SequentialLR(torch::optim::Optimizer& optimizer,
+               std::vector<std::shared_ptr<LRScheduler>> schedulers,
+               std::vector<int64_t> milestones);
+
+ protected:
+  std::vector<double> compute_lr() const override;
+
+ private:
+  std::vector<std::shared_ptr<LRScheduler>> schedulers_;
+  std::vector<int64_t> milestones_;
 };
 
 }  // namespace frugal

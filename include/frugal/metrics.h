@@ -71,10 +71,11 @@ class Metrics {
   Stage stage() const { return stage_; }
   /// Clears the epoch accumulators of `stage`.
   void begin_epoch(Stage stage);
-  /// Turns `stage`'s accumulators into epoch values (callback metrics and pending logger values).
-  /// `reduce_across_ranks`, when set, sums (sum, weight) pairs over data-parallel ranks.
-  void end_epoch(Stage stage,
-                 const std::function<void(std::vector<at::Tensor>&)>& reduce_across_ranks = {});
+  /// Turns `stage`'s accumulators into epoch values (callback metrics and pending logger values)
+  /// and returns their names. `reduce_across_ranks`, when set, sums (sum, weight) pairs over
+  /// data-parallel ranks for metrics logged with sync_dist.
+  std::vector<std::string> end_epoch(
+      Stage stage, const std::function<void(std::vector<at::Tensor>&)>& reduce_across_ranks = {});
   /// Step values waiting for the loggers since the last call; fetched to the host. Empties them.
   std::map<std::string, double> take_step_metrics();
   /// Epoch values waiting for the loggers; fetched to the host. Empties them.
@@ -88,7 +89,7 @@ class Metrics {
     int64_t weight = 0;
     LogOptions options;
     Stage stage = Stage::kTrain;
-    std::string epoch_name;  // where the epoch value goes ("name" or "name_epoch")
+    std::string epoch_name;   // where the epoch value goes ("name" or "name_epoch")
     bool also_plain = false;  // both on_step and on_epoch: `name` holds the epoch value too
   };
   Stage stage_ = Stage::kTrain;

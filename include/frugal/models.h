@@ -10,7 +10,8 @@
 namespace frugal::models {
 
 /// Two conv + pooling blocks and a two-layer head (the "2 Conv+pooling" baseline of the
-/// Fashion-MNIST benchmark): conv(1->32,5)-relu-pool, conv(32->64,5)-relu-pool, fc 1024->...
+/// Fashion-MNIST benchmark): conv(1->32,3x3)-relu-pool, conv(32->64,3x3)-relu-pool,
+/// fc(64*s*s->128)-relu-dropout, fc(128->classes).
 torch::nn::Sequential SmallCnn(int64_t classes = 10, int64_t in_channels = 1,
                                int64_t image_size = 28, double dropout = 0.25);
 /// Same as SmallCnn with BatchNorm after each convolution.

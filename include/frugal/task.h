@@ -14,10 +14,9 @@
 //   };
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <frugal/data.h>
 #include <frugal/metrics.h>
-
-#include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <map>

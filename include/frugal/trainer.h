@@ -7,13 +7,12 @@
 //   auto metrics = trainer.test(task, test);
 #pragma once
 
+#include <c10/core/Device.h>
 #include <frugal/callback.h>
 #include <frugal/data.h>
 #include <frugal/loggers.h>
 #include <frugal/metrics.h>
 #include <frugal/task.h>
-
-#include <c10/core/Device.h>
 #include <torch/arg.h>
 
 #include <chrono>
@@ -34,7 +33,8 @@ Precision parse_precision(const std::string& text);
 /// A number of batches, or a fraction of an epoch's batches (Lightning's int-or-float limits).
 struct BatchLimit {
   /* implicit */ BatchLimit(double fraction) : value(fraction), is_fraction(true) {}
-  /* implicit */ BatchLimit(int64_t count) : value(static_cast<double>(count)), is_fraction(false) {}
+  /* implicit */ BatchLimit(int64_t count)
+      : value(static_cast<double>(count)), is_fraction(false) {}
   /* implicit */ BatchLimit(int count) : BatchLimit(static_cast<int64_t>(count)) {}
   /// Parses "0.25" (fraction) or "100" (count).
   static BatchLimit parse(const std::string& text);
@@ -94,8 +94,13 @@ struct TrainerOptions {
   TORCH_ARG(double, gradient_clip_val) = 0.0;
   /// "norm" or "value".
   TORCH_ARG(std::string, gradient_clip_algorithm) = "norm";
+  /// The p of the p-norm for gradient_clip_algorithm "norm" (inf allowed).
+  TORCH_ARG(double, gradient_clip_norm_type) = 2.0;
+  /// Log the total gradient norm (before clipping) as "train/grad_norm" at every optimizer step.
+  TORCH_ARG(bool, log_grad_norm) = false;
   TORCH_ARG(NanLossPolicy, nan_loss) = NanLossPolicy::kRaise;
 
+ public:
   /// Sets max_time from "DD:HH:MM:SS" (Lightning's format) or a duration.
   TrainerOptions& max_time(const std::string& dd_hh_mm_ss);
   template <typename Rep, typename Period>
@@ -182,20 +187,25 @@ class Trainer {
 
  private:
   struct Fit;
-  void setup_run(Task& task, TrainerFn fn);
+  void prepare(Task& task, BatchSource* a, BatchSource* b);
+  void configure_optimization(Task& task);
+  void configure_validation(BatchSource& val);
   void run_training(Task& task, BatchSource& train, BatchSource* val);
-  void train_epoch(Task& task, BatchSource& train, BatchSource* val);
+  bool train_epoch(Task& task, BatchSource& train, BatchSource* val);
+  void run_training_batch(Task& task, const Batch& batch, int64_t batch_idx);
+  void check_loss(const at::Tensor& loss);
   void optimizer_step(Task& task);
-  void run_evaluation(Task& task, BatchSource& data, Stage stage, int64_t max_batches,
-                      bool sanity);
-  bool should_validate_after_batch(int64_t batch_idx, bool last_batch) const;
-  bool can_stop() const;
-  void maybe_log_step_metrics(bool force);
+  void clip_gradients();
+  void step_scheduler(Interval interval);
+  bool should_validate(int64_t batch_idx, bool stopping) const;
+  bool can_stop(bool at_epoch_end) const;
+  bool max_steps_reached() const;
   void log_epoch_metrics();
-  void check_time_limit();
-  template <typename Hook>
-  void call(Hook&& hook);
-  void handle_exception(Task& task, const std::exception& e);
+  std::vector<std::string> run_evaluation(Task& task, BatchSource& data, Stage stage,
+                                          int64_t max_batches, bool sanity);
+  std::map<std::string, double> evaluate(Task& task, std::shared_ptr<BatchSource> data,
+                                         TrainerFn fn);
+  void handle_exception(Task& task, const std::exception& error);
 
   TrainerOptions options_;
   std::vector<std::shared_ptr<Callback>> callbacks_;

@@ -26,4 +26,19 @@ std::string params_sha256(torch::nn::Module& module);
 /// Options for quiet, fast tests: no progress bar, no logger, CPU, in `dir`.
 TrainerOptions quiet_options(const std::string& dir = "");
 
+/// The message of the frugal::Error that `f()` throws; "no error" or "not a frugal::Error: ..."
+/// otherwise. Check it with gtest's own substring assertion (no gmock needed):
+///   EXPECT_PRED_FORMAT2(::testing::IsSubstring, "batch_size", error_message([&] { ... }));
+template <typename F>
+std::string error_message(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("not a frugal::Error: ") + e.what();
+  }
+  return "no error";
+}
+
 }  // namespace frugal::testing

@@ -20,11 +20,15 @@ struct MemoryMonitorOptions {
   TORCH_ARG(double, warn_bytes) = 0.0;
   /// Stop training (with a reason) when it exceeds this. <= 0: never.
   TORCH_ARG(double, stop_bytes) = 0.0;
-  /// Log memory metrics every n training batches (they are host numbers: no device sync).
+  /// Log memory metrics (mem/rss_mb, mem/peak_rss_mb and, on CUDA, mem/cuda_*_mb; MB = 2^20
+  /// bytes) every n training batches. They are host numbers: no device sync.
   TORCH_ARG(int64_t, every_n_batches) = 50;
   /// Print the peak-memory summary at the end of fit.
   TORCH_ARG(bool, print_summary) = true;
-  TORCH_ARG(std::ostream*, out) = nullptr;
+  // An alias, not `std::ostream*`: TORCH_ARG spells `const type&`, which would make the pointee
+  // const for a raw pointer type.
+  using StreamPtr = std::ostream*;
+  TORCH_ARG(StreamPtr, out) = nullptr;
 };
 
 /// A snapshot of memory use, in bytes.
@@ -37,7 +41,8 @@ struct MemoryStats {
   int64_t cuda_peak_reserved = 0;
 };
 
-/// Reads the current process's memory (from /proc/self/status; CUDA allocator stats on `device`).
+/// Reads the current process's memory (from /proc/self/status; CUDA allocator stats on `device`,
+/// where LibTorch has CUDA; on CPU the cuda_* fields stay 0).
 MemoryStats read_memory_stats(c10::Device device = c10::kCPU);
 /// Resets the peak counters (VmHWM via /proc/self/clear_refs where permitted; CUDA peak stats).
 void reset_peak_memory(c10::Device device = c10::kCPU);
@@ -60,9 +65,13 @@ class MemoryMonitor : public Callback {
 
  private:
   void sample(Trainer& trainer, bool log);
+  std::ostream& warn_out() const;
   MemoryMonitorOptions options_;
   MemoryStats peak_;
+  bool cuda_ = false;  // the last fit ran on a CUDA device
   bool warned_ = false;
+  bool stop_requested_ = false;
+  int64_t batches_ = 0;  // training batches of this fit, across epochs
 };
 
 }  // namespace frugal

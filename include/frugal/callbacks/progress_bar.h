@@ -1,6 +1,10 @@
 // ProgressBar: epoch, batch i/N, it/s, ETA and the progress-bar metrics. On a terminal it redraws
 // one line (at most `refresh_ms` apart); when output is not a terminal (CI, Slurm logs) it prints
-// a plain line every `print_every_seconds` and at each epoch end. Only rank 0 prints.
+// a plain line every `print_every_seconds` and at each epoch / validation / test end. Only rank 0
+// prints. Epochs are shown 1-based, as a count ("Epoch 1/10" is the first of ten).
+//
+//   Epoch 2/10  312/938 [it/s 512.3, ETA 0:01:12] train/loss=0.3312
+//   Validation 40/40 [it/s 80.0, took 0:00:00] val/acc=0.8812 val/loss=0.3390
 #pragma once
 
 #include <frugal/callback.h>
@@ -22,7 +26,10 @@ struct ProgressBarOptions {
   /// Force terminal (true) or plain-line (false) mode; default: isatty(stdout/stderr).
   TORCH_ARG(std::optional<bool>, terminal);
   /// Where to write; default std::cout.
-  TORCH_ARG(std::ostream*, out) = nullptr;
+  // An alias, not `std::ostream*`: TORCH_ARG spells `const type&`, which would make the pointee
+  // const for a raw pointer type.
+  using StreamPtr = std::ostream*;
+  TORCH_ARG(StreamPtr, out) = nullptr;
 };
 
 class ProgressBar : public Callback {
@@ -44,16 +51,29 @@ class ProgressBar : public Callback {
 
  private:
   using Clock = std::chrono::steady_clock;
-  void maybe_render(Trainer& trainer, const char* stage, int64_t done, int64_t total, bool force);
-  std::string render(Trainer& trainer, const char* stage, int64_t done, int64_t total) const;
+  /// Where one loop (a training epoch, or one evaluation run) is.
+  struct Loop {
+    Clock::time_point start;
+    int64_t start_done = 0;  // batches already done when timing began (a resumed epoch)
+    int64_t done = 0;
+    int64_t total = 0;
+    const char* label = "";  // evaluation: "Validation" or "Test"
+  };
+  void begin(Loop& loop, int64_t start_done, int64_t total);
+  /// Renders when due (a clock check otherwise) or when `final`; final lines end with a newline.
+  void maybe_render(Trainer& trainer, const Loop& loop, bool training, bool final);
+  std::string render(Trainer& trainer, const Loop& loop, bool training) const;
+  void write(const std::string& line, bool final);
   std::ostream& out() const;
+
   ProgressBarOptions options_;
   bool terminal_ = false;
-  Clock::time_point stage_start_;
+  Clock::duration interval_{};
+  Loop train_;
+  Loop eval_;
   Clock::time_point last_render_;
-  int64_t start_done_ = 0;
   std::string last_line_;
-  bool line_open_ = false;
+  bool line_open_ = false;  // terminal: a line drawn after '\r' without its newline yet
 };
 
 }  // namespace frugal
