@@ -166,4 +166,68 @@ void Metrics::reset() {
   accumulators_.clear();
 }
 
+namespace {
+c10::IValue tensor_map(const std::map<std::string, at::Tensor>& values) {
+  c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
+  for (const auto& [k, v] : values) d.insert(k, v.to(at::kCPU));
+  return d;
+}
+std::map<std::string, at::Tensor> tensor_map(const c10::IValue& value, c10::Device device) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& e : value.toGenericDict()) {
+    out[e.key().toStringRef()] = e.value().toTensor().to(device);
+  }
+  return out;
+}
+}  // namespace
+
+std::map<std::string, c10::IValue> Metrics::state_dict() const {
+  c10::impl::GenericDict accs(c10::StringType::get(), c10::AnyType::get());
+  for (const auto& [name, acc] : accumulators_) {
+    c10::impl::GenericDict a(c10::StringType::get(), c10::AnyType::get());
+    a.insert("value", acc.value.to(at::kCPU));
+    a.insert("device", acc.value.device().str());
+    a.insert("weight", acc.weight);
+    a.insert("stage", static_cast<int64_t>(acc.stage));
+    a.insert("epoch_name", acc.epoch_name);
+    a.insert("also_plain", acc.also_plain);
+    a.insert("on_step", acc.options.on_step().value_or(false));
+    a.insert("prog_bar", acc.options.prog_bar());
+    a.insert("logger", acc.options.logger());
+    a.insert("reduce", static_cast<int64_t>(acc.options.reduce()));
+    a.insert("sync_dist", acc.options.sync_dist());
+    accs.insert(name, a);
+  }
+  return {{"accumulators", accs},
+          {"callback", tensor_map(callback_)},
+          {"progress", tensor_map(progress_)}};
+}
+
+void Metrics::load_state_dict(const std::map<std::string, c10::IValue>& state) {
+  FRUGAL_CHECK(state.count("accumulators") && state.count("callback") && state.count("progress"),
+               "metrics state is incomplete (needs accumulators, callback, progress)");
+  reset();
+  for (const auto& e : state.at("accumulators").toGenericDict()) {
+    auto a = e.value().toGenericDict();
+    Accumulator acc;
+    const c10::Device device(a.at("device").toStringRef());
+    acc.value = a.at("value").toTensor().to(device);
+    acc.weight = a.at("weight").toInt();
+    acc.stage = static_cast<Stage>(a.at("stage").toInt());
+    acc.epoch_name = a.at("epoch_name").toStringRef();
+    acc.also_plain = a.at("also_plain").toBool();
+    acc.options.on_step(a.at("on_step").toBool())
+        .on_epoch(true)
+        .prog_bar(a.at("prog_bar").toBool())
+        .logger(a.at("logger").toBool())
+        .reduce(static_cast<Reduce>(a.at("reduce").toInt()))
+        .sync_dist(a.at("sync_dist").toBool());
+    accumulators_[e.key().toStringRef()] = std::move(acc);
+  }
+  const c10::Device here =
+      accumulators_.empty() ? c10::Device(c10::kCPU) : accumulators_.begin()->second.value.device();
+  callback_ = tensor_map(state.at("callback"), here);
+  progress_ = tensor_map(state.at("progress"), here);
+}
+
 }  // namespace frugal

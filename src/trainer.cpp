@@ -6,12 +6,19 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <csignal>
+#include <filesystem>
 
+#include "checkpoint_io.h"
+#include "frugal/callbacks/model_checkpoint.h"
 #include "frugal/callbacks/progress_bar.h"
 #include "frugal/callbacks/timer.h"
+#include "frugal/checkpoint.h"
 #include "frugal/error.h"
 #include "frugal/lr_scheduler.h"
+#include "frugal/version.h"
 #include "precision.h"
 
 // Calls `hook` on every callback, in order: FRUGAL_HOOK(on_fit_start, task).
@@ -22,14 +29,19 @@ namespace frugal {
 
 // What one fit needs beyond the state callbacks see.
 struct Trainer::Fit {
+  Task* task = nullptr;
   OptimizerConfig config;
   std::unique_ptr<detail::PrecisionPlugin> precision;
-  std::vector<at::Tensor> params;  // trainable parameters, in optimizer order
-  int64_t total_batches = 0;       // training batches over all epochs of this fit
-  int64_t steps_taken = 0;         // optimizer steps that were not skipped
-  bool window_nonfinite = false;   // a non-finite loss in the current accumulation window
-  int64_t val_batches = 0;         // validation batches per check
-  int64_t val_check_batches = 0;   // validate every n training batches
+  std::vector<at::Tensor> params;        // trainable parameters, in optimizer order
+  int64_t total_batches = 0;             // training batches over all epochs of this fit
+  int64_t steps_taken = 0;               // optimizer steps that were not skipped
+  bool window_nonfinite = false;         // a non-finite loss in the current accumulation window
+  int64_t val_batches = 0;               // validation batches per check
+  int64_t val_check_batches = 0;         // validate every n training batches
+  bool epoch_finished = false;           // the current epoch's end-of-epoch work has begun
+  bool window_open = false;              // gradients of an unfinished accumulation window are held
+  std::optional<at::Tensor> resume_rng;  // CPU generator state to restore before training
+  std::optional<StateDict> resume_metrics;
 };
 
 namespace {
@@ -86,6 +98,32 @@ at::Tensor total_grad_norm(const std::vector<at::Tensor>& grads, double norm_typ
   for (const auto& g : grads) norms.push_back(g.detach().norm(norm_type).to(at::kFloat));
   return at::stack(norms).norm(norm_type);
 }
+
+// Note [Preemption]: SIGTERM (Slurm, Kubernetes) and SIGINT only set a flag here; the training
+// loop looks at it after each optimizer step, saves a checkpoint and returns cleanly.
+std::atomic<int> g_signal{0};
+extern "C" void frugal_on_signal(int signo) { g_signal.store(signo); }
+
+/// Installs the handlers for the duration of a fit, and restores the previous ones.
+class SignalScope {
+ public:
+  SignalScope() {
+    g_signal.store(0);
+    struct sigaction action {};
+    action.sa_handler = frugal_on_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGTERM, &action, &old_term_);
+    sigaction(SIGINT, &action, &old_int_);
+  }
+  ~SignalScope() {
+    sigaction(SIGTERM, &old_term_, nullptr);
+    sigaction(SIGINT, &old_int_, nullptr);
+  }
+
+ private:
+  struct sigaction old_term_ {};
+  struct sigaction old_int_ {};
+};
 
 }  // namespace
 
@@ -176,13 +214,15 @@ void Trainer::handle_exception(Task& task, const std::exception& error) {
 // ---------------------------------------------------------------------------------------------
 // fit
 
-void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train,
-                  std::shared_ptr<BatchSource> val) {
+void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_ptr<BatchSource> val,
+                  const std::string& ckpt_path) {
   FRUGAL_CHECK(train != nullptr, "fit: the training data source is null");
   state_ = TrainerState{};
   state_.fn = TrainerFn::kFit;
   metrics_.reset();
   fit_ = std::make_unique<Fit>();
+  fit_->task = &task;
+  SignalScope signals;
   try {
     prepare(task, train.get(), val.get());
     FRUGAL_HOOK(setup, task, TrainerFn::kFit);
@@ -191,6 +231,7 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train,
     FRUGAL_CHECK(train->num_batches() > 0, "fit: the training source ", train->describe(),
                  " yields no batches");
     if (val) configure_validation(*val);
+    if (!ckpt_path.empty()) restore(task, resolve_ckpt_path(ckpt_path));
 
     std::map<std::string, std::string> hparams = options_.to_map();
     for (const auto& [k, v] : task.hparams()) hparams[k] = v;
@@ -207,6 +248,12 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train,
       FRUGAL_HOOK(on_sanity_check_end, task);
       state_.sanity_checking = false;
       metrics_.reset();  // sanity results are not real metrics
+      if (fit_->resume_metrics) metrics_.load_state_dict(*fit_->resume_metrics);
+    }
+    if (fit_->resume_rng) {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(*fit_->resume_rng);
     }
     run_training(task, *train, val.get());
     FRUGAL_HOOK(on_fit_end, task);
@@ -281,8 +328,9 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
   const int64_t n = num_training_batches_;
   const int64_t k = options_.accumulate_grad_batches();
   const int64_t first = state_.epoch_batches_done;  // > 0 when resuming mid-epoch
+  fit_->epoch_finished = false;
   train.start_epoch(state_.epoch, first);
-  metrics_.begin_epoch(Stage::kTrain);
+  if (first == 0) metrics_.begin_epoch(Stage::kTrain);  // a resumed epoch keeps its accumulators
   task.module().train();
   FRUGAL_HOOK(on_train_epoch_start, task);
 
@@ -293,11 +341,14 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
                  " batches but announced ", train.num_batches());
     state_.batch_idx = i;
     run_training_batch(task, *batch, i);
-    state_.epoch_batches_done = i + 1;
     ++fit_->total_batches;
-    // A stop (max_steps, a callback, the time limit) takes effect at the end of an accumulation
-    // window, never inside one.
+    // A stop (max_steps, a callback, the time limit, a signal) takes effect at the end of an
+    // accumulation window, never inside one.
     const bool window_end = (i + 1) % k == 0 || i + 1 == n;
+    if (window_end && g_signal.load() != 0) {
+      preempt();
+      return false;
+    }
     stopped =
         window_end && i + 1 < n && (max_steps_reached() || (state_.should_stop && can_stop(false)));
     if (val && should_validate(i, stopped)) {
@@ -307,14 +358,32 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
     if (stopped) break;
   }
 
+  // Note [Checkpoint position]: from here on the epoch counts as done: a checkpoint saved by an
+  // epoch-end hook resumes at the start of the next epoch, so the epoch's scheduler step happens
+  // before those hooks. A checkpoint saved before this point (e.g. after the last validation)
+  // resumes here and runs the epoch end.
   metrics_.end_epoch(Stage::kTrain);
+  if (!stopped) {
+    fit_->epoch_finished = true;
+    step_scheduler(Interval::kEpoch);
+  }
   FRUGAL_HOOK(on_train_epoch_end, task);
   log_epoch_metrics();
   if (stopped) return false;
-  step_scheduler(Interval::kEpoch);
   ++state_.epoch;
   state_.epoch_batches_done = 0;
+  fit_->epoch_finished = false;
   return true;
+}
+
+void Trainer::preempt() {
+  const int signo = g_signal.exchange(0);
+  const std::string path = (std::filesystem::path(checkpoint_dir()) / "last.ckpt").string();
+  save_checkpoint(path);
+  state_.should_stop = true;
+  state_.stop_reason = std::string("received ") + (signo == SIGTERM ? "SIGTERM" : "SIGINT") +
+                       " at global step " + std::to_string(state_.global_step) +
+                       "; saved checkpoint " + path;
 }
 
 // The step, in DESIGN.md's order. Micro-batch i of the accumulation window that holds it.
@@ -346,7 +415,9 @@ void Trainer::run_training_batch(Task& task, const Batch& batch, int64_t i) {
   FRUGAL_HOOK(on_before_backward, task, to_backward);
   fit_->precision->backward(to_backward);
   FRUGAL_HOOK(on_after_backward, task);
+  fit_->window_open = true;
   if (last_in_window) optimizer_step(task);
+  state_.epoch_batches_done = i + 1;  // what a checkpoint saved by the hook below records
   FRUGAL_HOOK(on_train_batch_end, task, loss.detach(), batch, i);
 }
 
@@ -380,6 +451,7 @@ void Trainer::optimizer_step(Task& task) {
   }
   FRUGAL_HOOK(on_before_zero_grad, task, optimizer);
   zero_grad_set_to_none(optimizer);
+  fit_->window_open = false;
   if (!loggers_.empty() && state_.global_step % options_.log_every_n_steps() == 0) {
     auto values = metrics_.take_step_metrics();
     if (!values.empty()) {
@@ -441,6 +513,166 @@ void Trainer::log_epoch_metrics() {
   auto values = metrics_.take_epoch_metrics();
   if (values.empty()) return;
   for (auto& lg : loggers_) lg->log_metrics(values, state_.global_step, state_.epoch);
+}
+
+// ---------------------------------------------------------------------------------------------
+// checkpoints
+
+std::string Trainer::checkpoint_dir() const {
+  for (const auto& cb : callbacks_) {
+    if (auto* mc = dynamic_cast<ModelCheckpoint*>(cb.get()); mc && !mc->dirpath().empty()) {
+      return mc->dirpath();
+    }
+  }
+  return (std::filesystem::path(log_dir()) / "checkpoints").string();
+}
+
+std::string Trainer::resolve_ckpt_path(const std::string& which) const {
+  if (which != "last" && which != "best") return which;
+  for (const auto& cb : callbacks_) {
+    if (auto* mc = dynamic_cast<ModelCheckpoint*>(cb.get())) {
+      std::string path = mc->resolve_ckpt_path(which);
+      if (!path.empty()) return path;
+    }
+  }
+  const std::string last = (std::filesystem::path(checkpoint_dir()) / "last.ckpt").string();
+  if (which == "last" && std::filesystem::exists(last)) return last;
+  FRUGAL_CHECK(false, "ckpt_path=\"", which, "\": no such checkpoint is known (looked in ",
+               checkpoint_dir(),
+               which == "best" ? " and at the ModelCheckpoint callbacks' best_model_path)" : ")");
+  return "";
+}
+
+StateDict Trainer::training_state() const {
+  StateDict st;
+  st["version"] = std::string(version());
+  // See Note [Checkpoint position].
+  st["loop/epoch"] = state_.epoch + (fit_->epoch_finished ? 1 : 0);
+  st["loop/batches_done"] = fit_->epoch_finished ? int64_t{0} : state_.epoch_batches_done;
+  st["loop/global_step"] = state_.global_step;
+  st["loop/skipped_steps"] = state_.skipped_steps;
+  st["loop/steps_taken"] = fit_->steps_taken;
+  st["loop/total_batches"] = fit_->total_batches;
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    st["rng/cpu"] = gen.get_state();
+  }
+  st["scheduler"] = fit_->config.scheduler ? detail::to_ivalue(fit_->config.scheduler->state_dict())
+                                           : c10::IValue();
+  st["precision"] = detail::to_ivalue(fit_->precision->state_dict());
+  c10::impl::GenericDict callbacks(c10::StringType::get(), c10::AnyType::get());
+  for (const auto& cb : callbacks_) {
+    const std::string key = cb->state_key();
+    FRUGAL_CHECK(!callbacks.contains(key), "two callbacks share the state key \"", key,
+                 "\"; override state_key() so that each instance has its own");
+    callbacks.insert(key, detail::to_ivalue(cb->state_dict()));
+  }
+  st["callbacks"] = callbacks;
+  st["metrics"] = detail::to_ivalue(metrics_.state_dict());
+  StateDict options;
+  for (const auto& [k, v] : options_.to_map()) options[k] = v;
+  st["options"] = detail::to_ivalue(options);
+  // Gradients of an unfinished accumulation window (a save inside a window resumes exactly).
+  c10::impl::GenericList grads(c10::AnyType::get());
+  if (fit_->window_open) {
+    for (const auto& p : fit_->params) {
+      grads.push_back(p.grad().defined() ? c10::IValue(p.grad().to(at::kCPU)) : c10::IValue());
+    }
+  }
+  st["window/grads"] = grads;
+  st["window/nonfinite"] = fit_->window_nonfinite;
+  return st;
+}
+
+void Trainer::save_checkpoint(const std::string& path, bool weights_only) {
+  FRUGAL_CHECK(fit_ && fit_->task && fit_->config.optimizer, "save_checkpoint(\"", path,
+               "\"): no fit has started, so there is no training state");
+  if (!is_global_zero()) return;
+  torch::serialize::OutputArchive root;
+  root.write("frugal_format", c10::IValue(detail::kFormat));
+  root.write("weights_only", c10::IValue(weights_only));
+  torch::serialize::OutputArchive model(root.compilation_unit());
+  detail::save_module(fit_->task->module(), model);
+  root.write("model", model);
+  if (!weights_only) {
+    torch::serialize::OutputArchive optimizer(root.compilation_unit());
+    fit_->config.optimizer->save(optimizer);
+    root.write("optimizer", optimizer);
+    root.write("trainer_state", detail::pack(training_state()));
+  }
+  detail::write_atomically(path, [&](const auto& sink) {
+    root.save_to([&](const void* data, size_t size) {
+      sink(data, size);
+      return size;
+    });
+  });
+}
+
+void Trainer::restore(Task& task, const std::string& path) {
+  // Everything is read and checked before anything changes; the model is written last.
+  detail::LoadedCheckpoint ckpt = detail::open_checkpoint(path, device_);
+  FRUGAL_CHECK(!ckpt.weights_only, "checkpoint ", path,
+               " holds weights only, so it cannot resume training; use frugal::load_weights() "
+               "for inference");
+  auto plan = detail::plan_weights(task.module(), ckpt);
+  const StateDict& st = ckpt.state;
+  auto need = [&](const char* key) -> const c10::IValue& {
+    FRUGAL_CHECK(st.count(key) > 0, "checkpoint ", path, " has no \"", key,
+                 "\" in its trainer state: it is damaged or from an incompatible frugal");
+    return st.at(key);
+  };
+  OptimizerConfig& config = fit_->config;
+  const bool has_scheduler = !need("scheduler").isNone();
+  FRUGAL_CHECK(has_scheduler == (config.scheduler != nullptr), "checkpoint ", path,
+               has_scheduler
+                   ? " has LR scheduler state, but configure_optimizers returns no scheduler"
+                   : " has no LR scheduler state, but configure_optimizers returns one");
+  for (const char* key :
+       {"loop/epoch", "loop/batches_done", "loop/global_step", "loop/skipped_steps",
+        "loop/steps_taken", "loop/total_batches", "rng/cpu", "precision", "callbacks", "metrics",
+        "window/grads", "window/nonfinite"}) {
+    need(key);
+  }
+  const c10::impl::GenericList grads = st.at("window/grads").toList();
+  FRUGAL_CHECK(grads.empty() || grads.size() == fit_->params.size(), "checkpoint ", path,
+               " holds gradients for ", grads.size(), " parameters, the optimizer has ",
+               fit_->params.size());
+  torch::serialize::InputArchive optimizer;
+  FRUGAL_CHECK(ckpt.root.try_read("optimizer", optimizer), "checkpoint ", path,
+               " has no optimizer state: it is damaged");
+  try {
+    config.optimizer->load(optimizer);
+  } catch (const std::exception& e) {
+    std::string reason = e.what();
+    FRUGAL_CHECK(false, "checkpoint ", path,
+                 ": its optimizer state does not fit this task's optimizer (",
+                 reason.substr(0, reason.find('\n')), ")");
+  }
+
+  detail::apply_weights(plan);
+  if (config.scheduler) config.scheduler->load_state_dict(detail::from_ivalue(st.at("scheduler")));
+  fit_->precision->load_state_dict(detail::from_ivalue(st.at("precision")));
+  const auto callbacks = st.at("callbacks").toGenericDict();
+  for (auto& cb : callbacks_) {
+    const std::string key = cb->state_key();
+    if (callbacks.contains(key)) cb->load_state_dict(detail::from_ivalue(callbacks.at(key)));
+  }
+  fit_->resume_metrics = detail::from_ivalue(st.at("metrics"));
+  metrics_.load_state_dict(*fit_->resume_metrics);
+  state_.epoch = st.at("loop/epoch").toInt();
+  state_.epoch_batches_done = st.at("loop/batches_done").toInt();
+  state_.global_step = st.at("loop/global_step").toInt();
+  state_.skipped_steps = st.at("loop/skipped_steps").toInt();
+  fit_->steps_taken = st.at("loop/steps_taken").toInt();
+  fit_->total_batches = st.at("loop/total_batches").toInt();
+  fit_->resume_rng = st.at("rng/cpu").toTensor().to(at::kCPU);
+  fit_->window_nonfinite = st.at("window/nonfinite").toBool();
+  fit_->window_open = !grads.empty();
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const c10::IValue g = grads.get(i);
+    fit_->params[i].mutable_grad() = g.isNone() ? at::Tensor() : g.toTensor().to(device_);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,8 +2,11 @@
 #pragma once
 
 #include <frugal/callback.h>
+#include <frugal/checkpoint.h>
+#include <frugal/callbacks/early_stopping.h>
 #include <frugal/callbacks/learning_rate_monitor.h>
 #include <frugal/callbacks/memory_monitor.h>
+#include <frugal/callbacks/model_checkpoint.h>
 #include <frugal/callbacks/progress_bar.h>
 #include <frugal/callbacks/timer.h>
 #include <frugal/classifier.h>

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/core/ivalue.h>
 #include <torch/arg.h>
 
 #include <cstdint>
@@ -82,6 +83,9 @@ class Metrics {
   std::map<std::string, double> take_epoch_metrics();
   /// Forgets everything (e.g. between fit and test).
   void reset();
+  /// Epoch accumulators and monitored values, for exact mid-epoch resume.
+  std::map<std::string, c10::IValue> state_dict() const;
+  void load_state_dict(const std::map<std::string, c10::IValue>& state);
 
  private:
   struct Accumulator {

@@ -151,8 +151,17 @@ class Trainer {
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  /// Trains `task` on `train`, validating on `val` (may be null).
-  void fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_ptr<BatchSource> val = {});
+  /// Trains `task` on `train`, validating on `val` (may be null). `ckpt_path` resumes from a
+  /// checkpoint: a path, "last" (the newest last-checkpoint of the ModelCheckpoint callbacks) or
+  /// "best" (their best model); empty: start fresh.
+  void fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_ptr<BatchSource> val = {},
+           const std::string& ckpt_path = "");
+
+  /// Saves the training state to `path` atomically (the full state, or the model only). Only
+  /// rank 0 writes; all ranks must call it. Callable from any hook during fit.
+  void save_checkpoint(const std::string& path, bool weights_only = false);
+  /// Where checkpoints go by default: <log_dir()>/checkpoints.
+  std::string checkpoint_dir() const;
   /// One pass over `data` with validation_step; returns the epoch metrics.
   std::map<std::string, double> validate(Task& task, std::shared_ptr<BatchSource> data);
   /// One pass over `data` with test_step; returns the epoch metrics.
@@ -206,6 +215,10 @@ class Trainer {
   std::map<std::string, double> evaluate(Task& task, std::shared_ptr<BatchSource> data,
                                          TrainerFn fn);
   void handle_exception(Task& task, const std::exception& error);
+  void preempt();
+  std::string resolve_ckpt_path(const std::string& which) const;
+  StateDict training_state() const;
+  void restore(Task& task, const std::string& path);
 
   TrainerOptions options_;
   std::vector<std::shared_ptr<Callback>> callbacks_;

@@ -1,0 +1,227 @@
+// Checkpoints: exact resume (end of epoch, mid-epoch, mid accumulation window), clear errors for
+// bad files, weights-only loading, the model left untouched by a failed load.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "test_support.h"
+
+namespace {
+
+using frugal::Trainer;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+/// Saves a full checkpoint when the global step reaches `at` (in on_train_batch_end, as
+/// ModelCheckpoint does), and optionally mid-window at a given batch.
+struct SaveAt : frugal::Callback {
+  int64_t at;
+  std::string path;
+  int64_t at_batch;
+  SaveAt(int64_t step, std::string p, int64_t batch = -1)
+      : at(step), path(std::move(p)), at_batch(batch) {}
+  void on_train_batch_end(Trainer& t, frugal::Task&, const at::Tensor&, const frugal::Batch&,
+                          int64_t) override {
+    const bool by_step = at_batch < 0 && t.state().global_step == at && !saved;
+    const bool by_batch = at_batch >= 0 && t.state().epoch_batches_done == at_batch && !saved;
+    if (by_step || by_batch) {
+      t.save_checkpoint(path);
+      saved = true;
+    }
+  }
+  bool saved = false;
+};
+
+struct Model {
+  torch::nn::Sequential net;
+  std::unique_ptr<frugal::Classifier> task;
+};
+
+Model make_run() {
+  torch::manual_seed(11);
+  Model r{torch::nn::Sequential(torch::nn::Linear(8, 32), torch::nn::ReLU(),
+                                torch::nn::Dropout(0.2), torch::nn::Linear(32, 3)),
+          nullptr};
+  r.task = std::make_unique<frugal::Classifier>(
+      r.net, frugal::with_scheduler(frugal::AdamW(1e-2), [](torch::optim::Optimizer& o) {
+        return std::make_shared<frugal::CosineAnnealingLR>(o, 4);
+      }));
+  return r;
+}
+
+std::shared_ptr<frugal::TensorLoader> train_data() {
+  static auto d = frugal::testing::make_toy_data(84);  // 11 batches of 8 (last one short)
+  return std::make_shared<frugal::TensorLoader>(
+      d.x, d.y, frugal::TensorLoaderOptions(8).shuffle(true).seed(5));
+}
+
+frugal::TrainerOptions options(int64_t k) {
+  return frugal::testing::quiet_options().max_epochs(3).seed(1).accumulate_grad_batches(k);
+}
+
+std::string reference(int64_t k) {
+  Model r = make_run();
+  Trainer t(options(k));
+  t.fit(*r.task, train_data(), train_data());
+  return frugal::params_sha256(*r.net);
+}
+
+/// Trains until a checkpoint is written at `save` (then stops: a process killed after the save),
+/// and resumes from it in a fresh model, trainer and data source.
+std::string interrupted(int64_t k, std::shared_ptr<SaveAt> save) {
+  {
+    Model r = make_run();
+    struct StopAfterSave : frugal::Callback {
+      std::shared_ptr<SaveAt> s;
+      void on_train_batch_end(Trainer& t, frugal::Task&, const at::Tensor&, const frugal::Batch&,
+                              int64_t) override {
+        if (s->saved) throw std::runtime_error("killed");
+      }
+    };
+    auto stop = std::make_shared<StopAfterSave>();
+    stop->s = save;
+    Trainer killed(options(k), {save, stop});
+    EXPECT_THROW(killed.fit(*r.task, train_data(), train_data()), std::runtime_error);
+  }
+  torch::manual_seed(999);  // the resumed process starts from another RNG state
+  Model r = make_run();
+  Trainer t(options(k));
+  t.fit(*r.task, train_data(), train_data(), save->path);
+  EXPECT_EQ(t.state().epoch, 3);
+  return frugal::params_sha256(*r.net);
+}
+
+TEST(Checkpoint, ResumeAtEpochEndIsExact) {
+  const std::string dir = frugal::testing::temp_dir("ckpt_epoch");
+  EXPECT_EQ(interrupted(1, std::make_shared<SaveAt>(11, dir + "/a.ckpt")), reference(1));
+}
+
+TEST(Checkpoint, ResumeMidEpochIsExact) {
+  const std::string dir = frugal::testing::temp_dir("ckpt_mid");
+  EXPECT_EQ(interrupted(1, std::make_shared<SaveAt>(15, dir + "/a.ckpt")), reference(1));
+}
+
+TEST(Checkpoint, ResumeMidEpochWithAccumulationIsExact) {
+  const std::string dir = frugal::testing::temp_dir("ckpt_acc");
+  // k = 3: windows of 3, 3, 3, 2 per epoch; step 6 is in the second epoch.
+  EXPECT_EQ(interrupted(3, std::make_shared<SaveAt>(6, dir + "/a.ckpt")), reference(3));
+}
+
+TEST(Checkpoint, ResumeFromInsideAnAccumulationWindowIsExact) {
+  const std::string dir = frugal::testing::temp_dir("ckpt_window");
+  // Saved after batch 5 of epoch 0 with k = 3: one micro-batch of the window is accumulated.
+  EXPECT_EQ(interrupted(3, std::make_shared<SaveAt>(-1, dir + "/a.ckpt", 4)), reference(3));
+}
+
+std::string save_one(const std::string& path, bool weights_only = false) {
+  Model r = make_run();
+  struct Save : frugal::Callback {
+    std::string path;
+    bool weights_only;
+    void on_train_end(Trainer& t, frugal::Task&) override { t.save_checkpoint(path, weights_only); }
+  };
+  auto s = std::make_shared<Save>();
+  s->path = path;
+  s->weights_only = weights_only;
+  Trainer t(frugal::testing::quiet_options().max_epochs(1), {s});
+  t.fit(*r.task, train_data());
+  return frugal::params_sha256(*r.net);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const frugal::Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(Checkpoint, LoadWeightsRestoresExactlyAndWeightsOnlyCannotResume) {
+  const std::string dir = frugal::testing::temp_dir("ckpt_weights");
+  const std::string sha = save_one(dir + "/w.ckpt", /*weights_only=*/true);
+  Model r = make_run();
+  frugal::load_weights(*r.net, dir + "/w.ckpt");
+  EXPECT_EQ(frugal::params_sha256(*r.net), sha);
+  Trainer t(frugal::testing::quiet_options().max_epochs(2));
+  EXPECT_THAT(error_of([&] { t.fit(*r.task, train_data(), nullptr, dir + "/w.ckpt"); }),
+              HasSubstr("holds weights only"));
+}
+
+TEST(Checkpoint, BadFilesGiveClearErrorsAndLeaveTheModelUntouched) {
+  const std::string dir = frugal::testing::temp_dir("ckpt_bad");
+  save_one(dir + "/good.ckpt");
+  Model r = make_run();
+  const std::string before = frugal::params_sha256(*r.net);
+
+  EXPECT_THAT(error_of([&] { frugal::load_weights(*r.net, dir + "/missing.ckpt"); }),
+              HasSubstr("checkpoint file not found: " + dir + "/missing.ckpt"));
+
+  const auto size = fs::file_size(dir + "/good.ckpt");
+  fs::copy_file(dir + "/good.ckpt", dir + "/truncated.ckpt");
+  fs::resize_file(dir + "/truncated.ckpt", size / 2);
+  EXPECT_THAT(error_of([&] { frugal::load_weights(*r.net, dir + "/truncated.ckpt"); }),
+              HasSubstr("truncated, corrupt or not a LibTorch archive"));
+
+  {
+    std::ofstream out(dir + "/garbage.ckpt", std::ios::binary);
+    out << std::string(4096, 'x');
+  }
+  EXPECT_THAT(error_of([&] { frugal::load_weights(*r.net, dir + "/garbage.ckpt"); }),
+              HasSubstr("truncated, corrupt or not a LibTorch archive"));
+
+  torch::save(torch::ones({3}), dir + "/foreign.pt");
+  EXPECT_THAT(error_of([&] { frugal::load_weights(*r.net, dir + "/foreign.pt"); }),
+              HasSubstr("is not a frugal checkpoint"));
+
+  torch::nn::Sequential other(torch::nn::Linear(8, 16), torch::nn::ReLU(), torch::nn::Dropout(0.2),
+                              torch::nn::Linear(16, 3));
+  const std::string other_before = frugal::params_sha256(*other);
+  EXPECT_THAT(error_of([&] { frugal::load_weights(*other, dir + "/good.ckpt"); }),
+              HasSubstr("parameter \"0.weight\" has shape [32, 8] in the file but [16, 8] in "
+                        "the model"));
+  EXPECT_EQ(frugal::params_sha256(*other), other_before);
+
+  torch::nn::Sequential fewer(torch::nn::Linear(8, 32), torch::nn::ReLU(), torch::nn::Dropout(0.2));
+  EXPECT_THAT(error_of([&] { frugal::load_weights(*fewer, dir + "/good.ckpt"); }),
+              HasSubstr("has \"3\", which the model does not have"));
+  torch::nn::Sequential more(torch::nn::Linear(8, 32), torch::nn::ReLU(), torch::nn::Dropout(0.2),
+                             torch::nn::Linear(32, 3), torch::nn::Linear(3, 3));
+  EXPECT_THAT(error_of([&] { frugal::load_weights(*more, dir + "/good.ckpt"); }),
+              HasSubstr("has no module \"4\""));
+
+  // A resume whose optimizer does not fit leaves the model as it was.
+  Model s = make_run();
+  frugal::Classifier sgd(s.net, frugal::SGD(0.1));
+  const std::string s_before = frugal::params_sha256(*s.net);
+  Trainer t(frugal::testing::quiet_options().max_epochs(2));
+  EXPECT_THAT(error_of([&] { t.fit(sgd, train_data(), nullptr, dir + "/good.ckpt"); }),
+              HasSubstr("LR scheduler state"));
+  EXPECT_EQ(frugal::params_sha256(*s.net), s_before);
+  EXPECT_EQ(frugal::params_sha256(*r.net), before);
+}
+
+TEST(Checkpoint, GpuCheckpointLayoutHoldsCpuTensors) {
+  const std::string dir = frugal::testing::temp_dir("ckpt_cpu");
+  save_one(dir + "/c.ckpt");
+  torch::serialize::InputArchive root;
+  root.load_from(dir + "/c.ckpt");
+  torch::serialize::InputArchive model;
+  ASSERT_TRUE(root.try_read("model", model));
+  torch::serialize::InputArchive first;
+  ASSERT_TRUE(model.try_read("0", first));
+  at::Tensor w;
+  ASSERT_TRUE(first.try_read("weight", w));
+  EXPECT_TRUE(w.device().is_cpu());
+  EXPECT_EQ(w.sizes(), (std::vector<int64_t>{32, 8}));
+}
+
+TEST(Checkpoint, SaveOutsideFitIsAClearError) {
+  Trainer t(frugal::testing::quiet_options());
+  EXPECT_THAT(error_of([&] { t.save_checkpoint("/tmp/x.ckpt"); }), HasSubstr("no fit has started"));
+}
+
+}  // namespace
