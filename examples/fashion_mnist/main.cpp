@@ -39,6 +39,12 @@ struct Args {
   bool deterministic = false;
   std::string accelerator = "auto";
   int64_t log_every_n_steps = 50;
+  std::string ckpt_path;
+  int64_t save_every_n_steps = 0;
+  int64_t save_top_k = 1;
+  std::string monitor = "val/acc";
+  bool no_save_last = false;
+  std::string max_time;
 };
 
 /// Counts training samples, for samples/s.
@@ -86,6 +92,16 @@ int main(int argc, char** argv) {
   app.add_option("--accelerator", a.accelerator, "auto, cpu or cuda")->capture_default_str();
   app.add_option("--log-every-n-steps", a.log_every_n_steps)->capture_default_str();
   app.add_option("--metrics-json", a.metrics_json, "write the final summary as JSON here");
+  app.add_option("--ckpt-path", a.ckpt_path, "resume from a checkpoint: a path, last or best");
+  app.add_option("--save-every-n-steps", a.save_every_n_steps,
+                 "checkpoint every n optimizer steps (0: every epoch)")
+      ->capture_default_str();
+  app.add_option("--save-top-k", a.save_top_k, "keep the best k checkpoints (-1: all, 0: none)")
+      ->capture_default_str();
+  app.add_option("--monitor", a.monitor, "metric ranking checkpoints (\"\": none)")
+      ->capture_default_str();
+  app.add_flag("--no-save-last", a.no_save_last, "do not keep last.ckpt");
+  app.add_option("--max-time", a.max_time, "wall-clock limit, DD:HH:MM:SS");
   app.add_flag("--no-progress-bar", a.no_progress_bar);
   app.add_flag("--deterministic", a.deterministic);
   CLI11_PARSE(app, argc, argv);
@@ -108,6 +124,7 @@ int main(int argc, char** argv) {
             .accelerator(a.accelerator)
             .log_every_n_steps(a.log_every_n_steps)
             .enable_progress_bar(!a.no_progress_bar);
+    if (!a.max_time.empty()) options.max_time(a.max_time);
     FRUGAL_CHECK(a.batch_size >= 1, "--batch-size must be >= 1, got ", a.batch_size);
 
     auto data = frugal::datasets::FashionMnist::load(a.data_dir);
@@ -122,15 +139,27 @@ int main(int argc, char** argv) {
                                     }));
     auto counter = std::make_shared<SampleCounter>();
     auto memory = std::make_shared<frugal::MemoryMonitor>();
-    frugal::Trainer trainer(options, {counter, memory},
+    auto checkpoints = std::make_shared<frugal::ModelCheckpoint>(
+        frugal::ModelCheckpointOptions()
+            .dirpath(a.default_root_dir + "/checkpoints")
+            .filename(a.monitor.empty() ? "{epoch}-{step}"
+                                        : "{epoch}-{step}-{" + a.monitor + ":.4f}")
+            .monitor(a.monitor)
+            .mode(a.monitor.find("loss") != std::string::npos ? "min" : "max")
+            .save_top_k(a.save_top_k)
+            .save_last(!a.no_save_last)
+            .every_n_train_steps(a.save_every_n_steps));
+    frugal::Trainer trainer(options, {counter, memory, checkpoints},
                             {std::make_shared<frugal::ConsoleLogger>(),
                              std::make_shared<frugal::CSVLogger>(a.default_root_dir)});
 
     const auto start = std::chrono::steady_clock::now();
     trainer.fit(task, data.train_loader(a.batch_size, static_cast<uint64_t>(a.seed)),
-                data.test_loader(256));
+                data.test_loader(256), a.ckpt_path);
     const double train_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double val_acc = trainer.metrics().get("val/acc").value_or(NAN);
+    const double val_loss = trainer.metrics().get("val/loss").value_or(NAN);
     auto test = trainer.test(task, data.test_loader(256));
 
     const double test_acc = test.count("test/acc") ? test["test/acc"] : NAN;
@@ -150,6 +179,9 @@ int main(int argc, char** argv) {
           {"peak_rss_mb", frugal::read_memory_stats().peak_rss / 1048576.0},
           {"params_sha256", sha},
           {"stop_reason", trainer.state().stop_reason},
+          {"best_model_path", checkpoints->best_model_path()},
+          {"val_acc", val_acc},
+          {"val_loss", val_loss},
       };
       frugal::detail::write_file_atomically(a.metrics_json, j.dump(2) + "\n");
     }

@@ -1,9 +1,15 @@
 #include "test_support.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 namespace frugal::testing {
 
@@ -32,6 +38,54 @@ TrainerOptions quiet_options(const std::string& dir) {
       .accelerator("cpu")
       .num_sanity_val_steps(0)
       .default_root_dir(dir.empty() ? temp_dir("default") : dir);
+}
+
+Child::Child(const std::vector<std::string>& argv, const std::string& log) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+}
+
+Child::~Child() {
+  if (!done_ && pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    wait();
+  }
+}
+
+void Child::kill(int signo) {
+  if (!done_) ::kill(pid_, signo);
+}
+
+int Child::wait() {
+  if (!done_) {
+    ::waitpid(pid_, &status_, 0);
+    done_ = true;
+  }
+  return WIFEXITED(status_) ? WEXITSTATUS(status_) : -WTERMSIG(status_);
+}
+
+bool Child::running() {
+  if (done_) return false;
+  if (::waitpid(pid_, &status_, WNOHANG) == pid_) done_ = true;
+  return !done_;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
 }
 
 }  // namespace frugal::testing

@@ -41,4 +41,26 @@ std::string error_message(F&& f) {
   return "no error";
 }
 
+/// A child process started with fork/exec, its output (stdout and stderr) going to `log`.
+class Child {
+ public:
+  Child(const std::vector<std::string>& argv, const std::string& log);
+  ~Child();  // kills the child if still running
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  void kill(int signo);
+  /// Waits for the child; returns its exit code, or -signal when a signal ended it.
+  int wait();
+  /// True while the child runs (reaps it when it has ended).
+  bool running();
+
+ private:
+  int pid_ = -1;
+  int status_ = 0;
+  bool done_ = false;
+};
+
+/// The contents of a text file ("" when missing).
+std::string read_text(const std::string& path);
+
 }  // namespace frugal::testing
