@@ -20,6 +20,7 @@
 #include "frugal/lr_scheduler.h"
 #include "frugal/version.h"
 #include "precision.h"
+#include "strategy.h"
 
 // Calls `hook` on every callback, in order: FRUGAL_HOOK(on_fit_start, task).
 #define FRUGAL_HOOK(hook, ...) \
@@ -134,7 +135,8 @@ Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> 
       loggers_(std::move(loggers)) {
   for (const auto& cb : callbacks_) FRUGAL_CHECK(cb, "Trainer: a callback is null");
   for (const auto& lg : loggers_) FRUGAL_CHECK(lg, "Trainer: a logger is null");
-  device_ = resolve_device(options_);
+  strategy_ = detail::make_strategy(options_, resolve_device(options_).type());
+  device_ = strategy_->device();
   max_epochs_ = options_.max_epochs() >= 0  ? options_.max_epochs()
                 : options_.max_steps() >= 0 ? -1
                                             : 1000;
@@ -147,8 +149,8 @@ Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> 
   if (options_.max_time_seconds() > 0) {
     callbacks_.push_back(std::make_shared<Timer>(options_.max_time_seconds()));
   }
-  if (options_.fast_dev_run() > 0) {
-    loggers_.clear();
+  if (options_.fast_dev_run() > 0 || !is_global_zero()) {
+    loggers_.clear();  // only rank 0 writes logs
   } else if (options_.logger() && loggers_.empty()) {
     loggers_.push_back(std::make_shared<CSVLogger>(CSVLoggerOptions(options_.default_root_dir())));
   }
@@ -193,6 +195,14 @@ void Trainer::prepare(Task& task, BatchSource* a, BatchSource* b) {
     source->set_shard(global_rank(), world_size());
   }
 }
+
+std::function<void(std::vector<at::Tensor>&)> Trainer::metric_reducer() {
+  if (world_size() == 1) return {};
+  return [this](std::vector<at::Tensor>& tensors) { strategy_->all_reduce_sum(tensors); };
+}
+
+int64_t Trainer::global_rank() const { return strategy_->rank(); }
+int64_t Trainer::world_size() const { return strategy_->world_size(); }
 
 void Trainer::handle_exception(Task& task, const std::exception& error) {
   // Every callback hears about it, loggers keep what they have; a failing handler must not hide
@@ -259,6 +269,7 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
     FRUGAL_HOOK(on_fit_end, task);
     for (auto& lg : loggers_) lg->finalize("success");
     FRUGAL_HOOK(teardown, task, TrainerFn::kFit);
+    strategy_->teardown();
   } catch (const std::exception& e) {
     handle_exception(task, e);
     throw;
@@ -282,6 +293,7 @@ void Trainer::configure_optimization(Task& task) {
     }
   }
   FRUGAL_CHECK(!fit_->params.empty(), "the optimizer has no parameters that require grad");
+  strategy_->setup(task.module(), fit_->params);
   fit_->precision = detail::make_precision(options_.precision(), device_);
 }
 
@@ -307,7 +319,10 @@ void Trainer::run_training(Task& task, BatchSource& train, BatchSource* val) {
     if (max_epochs_ >= 0 && state_.epoch >= max_epochs_) break;
     if (max_steps_reached()) break;
     const bool completed = train_epoch(task, train, val);
-    if (!completed || (state_.should_stop && can_stop(/*at_epoch_end=*/false))) break;
+    if (!completed) break;
+    const bool stop = strategy_->any({state_.should_stop && can_stop(/*at_epoch_end=*/false)})[0];
+    if (stop && !state_.should_stop) request_stop("stop requested on another rank");
+    if (stop) break;
   }
   FRUGAL_HOOK(on_train_end, task);
 }
@@ -345,12 +360,18 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
     // A stop (max_steps, a callback, the time limit, a signal) takes effect at the end of an
     // accumulation window, never inside one.
     const bool window_end = (i + 1) % k == 0 || i + 1 == n;
-    if (window_end && g_signal.load() != 0) {
-      preempt();
-      return false;
+    if (window_end) {
+      // Every rank takes the same decision at the same step (a signal or a stop request on one
+      // rank stops all), so no rank ever waits for another in a collective.
+      const std::vector<bool> agreed =
+          strategy_->any({g_signal.load() != 0, state_.should_stop && can_stop(false)});
+      if (agreed[0]) {
+        preempt();
+        return false;
+      }
+      if (agreed[1] && !state_.should_stop) request_stop("stop requested on another rank");
+      stopped = i + 1 < n && (max_steps_reached() || agreed[1]);
     }
-    stopped =
-        window_end && i + 1 < n && (max_steps_reached() || (state_.should_stop && can_stop(false)));
     if (val && should_validate(i, stopped)) {
       run_evaluation(task, *val, Stage::kValidate, fit_->val_batches, /*sanity=*/false);
       task.module().train();
@@ -362,7 +383,7 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
   // epoch-end hook resumes at the start of the next epoch, so the epoch's scheduler step happens
   // before those hooks. A checkpoint saved before this point (e.g. after the last validation)
   // resumes here and runs the epoch end.
-  metrics_.end_epoch(Stage::kTrain);
+  metrics_.end_epoch(Stage::kTrain, metric_reducer());
   if (!stopped) {
     fit_->epoch_finished = true;
     step_scheduler(Interval::kEpoch);
@@ -402,6 +423,7 @@ void Trainer::run_training_batch(Task& task, const Batch& batch, int64_t i) {
   StepContext ctx(metrics_, *this, Stage::kTrain, i);
   at::Tensor loss;
   {
+    strategy_->before_forward(task.module());
     auto autocast = fit_->precision->forward_scope();
     loss = task.training_step(batch, ctx);
   }
@@ -413,7 +435,9 @@ void Trainer::run_training_batch(Task& task, const Batch& batch, int64_t i) {
   check_loss(loss);
   at::Tensor to_backward = window == 1 ? loss : loss / static_cast<double>(window);
   FRUGAL_HOOK(on_before_backward, task, to_backward);
+  strategy_->before_backward(/*sync=*/last_in_window);  // no communication on other micro-steps
   fit_->precision->backward(to_backward);
+  strategy_->after_backward(/*sync=*/last_in_window);
   FRUGAL_HOOK(on_after_backward, task);
   fit_->window_open = true;
   if (last_in_window) optimizer_step(task);
@@ -437,7 +461,8 @@ void Trainer::optimizer_step(Task& task) {
   fit_->precision->unscale(optimizer);  // before anything looks at gradients
   FRUGAL_HOOK(on_before_optimizer_step, task, optimizer);
   clip_gradients();
-  const bool skip = fit_->window_nonfinite;
+  // Every rank skips or steps together (a NaN on one rank reaches all through the all-reduce).
+  const bool skip = strategy_->any({fit_->window_nonfinite})[0];
   fit_->window_nonfinite = false;
   const bool stepped = fit_->precision->step(optimizer, skip);
   ++state_.global_step;
@@ -588,7 +613,13 @@ StateDict Trainer::training_state() const {
 void Trainer::save_checkpoint(const std::string& path, bool weights_only) {
   FRUGAL_CHECK(fit_ && fit_->task && fit_->config.optimizer, "save_checkpoint(\"", path,
                "\"): no fit has started, so there is no training state");
-  if (!is_global_zero()) return;
+  // Only rank 0 writes; the barriers keep the others from running ahead (or reading early).
+  strategy_->barrier();
+  if (is_global_zero()) write_checkpoint(path, weights_only);
+  strategy_->barrier();
+}
+
+void Trainer::write_checkpoint(const std::string& path, bool weights_only) {
   torch::serialize::OutputArchive root;
   root.write("frugal_format", c10::IValue(detail::kFormat));
   root.write("weights_only", c10::IValue(weights_only));
@@ -723,7 +754,7 @@ std::vector<std::string> Trainer::run_evaluation(Task& task, BatchSource& data, 
       FRUGAL_HOOK(on_test_batch_end, task, *batch, i);
     }
   }
-  std::vector<std::string> produced = metrics_.end_epoch(stage);
+  std::vector<std::string> produced = metrics_.end_epoch(stage, metric_reducer());
   if (validating) {
     FRUGAL_HOOK(on_validation_epoch_end, task);
     FRUGAL_HOOK(on_validation_end, task);

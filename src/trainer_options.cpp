@@ -132,10 +132,6 @@ void TrainerOptions::validate() const {
                devices_);
   FRUGAL_CHECK(strategy_ == "auto" || strategy_ == "single_device" || strategy_ == "ddp",
                "strategy must be \"auto\", \"single_device\" or \"ddp\", got \"", strategy_, "\"");
-  FRUGAL_CHECK(strategy_ != "ddp",
-               "strategy=\"ddp\" (data-parallel training) is not supported yet; use \"auto\"");
-  FRUGAL_CHECK(devices_ <= 1, "devices=", devices_,
-               " needs data-parallel training, which is not supported yet; use devices=1");
   FRUGAL_CHECK(accumulate_grad_batches_ >= 1, "accumulate_grad_batches must be >= 1, got ",
                accumulate_grad_batches_);
   FRUGAL_CHECK(std::isfinite(gradient_clip_val_) && gradient_clip_val_ >= 0,

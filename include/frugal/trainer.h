@@ -16,6 +16,7 @@
 #include <torch/arg.h>
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -23,6 +24,10 @@
 #include <vector>
 
 namespace frugal {
+
+namespace detail {
+class Strategy;
+}
 
 /// Numeric precision of training. Strings as Lightning: "32", "16-mixed", "bf16-mixed".
 enum class Precision { k32, k16Mixed, kBf16Mixed };
@@ -188,8 +193,8 @@ class Trainer {
   /// Largest number of epochs this fit may run (resolved max_epochs; -1: unlimited).
   int64_t max_epochs() const { return max_epochs_; }
   /// Rank of this process in data-parallel training (0 when single).
-  int64_t global_rank() const { return 0; }
-  int64_t world_size() const { return 1; }
+  int64_t global_rank() const;
+  int64_t world_size() const;
   bool is_global_zero() const { return global_rank() == 0; }
   /// Where logs (and by default checkpoints) go.
   std::string log_dir() const;
@@ -216,6 +221,8 @@ class Trainer {
                                          TrainerFn fn);
   void handle_exception(Task& task, const std::exception& error);
   void preempt();
+  void write_checkpoint(const std::string& path, bool weights_only);
+  std::function<void(std::vector<at::Tensor>&)> metric_reducer();
   std::string resolve_ckpt_path(const std::string& which) const;
   StateDict training_state() const;
   void restore(Task& task, const std::string& path);
@@ -230,6 +237,7 @@ class Trainer {
   int64_t num_eval_batches_ = 0;
   int64_t max_epochs_ = -1;
   std::unique_ptr<Fit> fit_;
+  std::unique_ptr<detail::Strategy> strategy_;
 };
 
 }  // namespace frugal
