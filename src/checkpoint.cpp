@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -49,23 +50,26 @@ void write_atomically(
   std::error_code ec;
   fs::create_directories(dir, ec);
   FRUGAL_CHECK(!ec, "cannot create folder ", dir.string(), " for ", path, ": ", ec.message());
-  const std::string tmp =
-      (dir / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
+  // Hidden, unique per process and call; same folder, so rename() never crosses file systems.
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp = (dir / ("." + target.filename().string() + ".tmp." +
+                                  std::to_string(::getpid()) + "." + std::to_string(counter++)))
+                              .string();
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  FRUGAL_CHECK(fd >= 0, "cannot create ", tmp, ": ", errno_text());
+  FRUGAL_CHECK(fd >= 0, "cannot write '", path, "': cannot create ", tmp, ": ", errno_text());
   try {
     write([&](const void* data, size_t size) {
       const char* p = static_cast<const char*>(data);
       while (size > 0) {
         ssize_t n = ::write(fd, p, size);
         if (n < 0 && errno == EINTR) continue;
-        FRUGAL_CHECK(n > 0, "cannot write ", tmp, ": ", errno_text());
+        FRUGAL_CHECK(n > 0, "cannot write '", path, "': ", errno_text());
         p += n;
         size -= static_cast<size_t>(n);
       }
     });
-    FRUGAL_CHECK(::fsync(fd) == 0, "cannot fsync ", tmp, ": ", errno_text());
-    FRUGAL_CHECK(::close(fd) == 0, "cannot close ", tmp, ": ", errno_text());
+    FRUGAL_CHECK(::fsync(fd) == 0, "cannot write '", path, "': fsync: ", errno_text());
+    FRUGAL_CHECK(::close(fd) == 0, "cannot write '", path, "': close: ", errno_text());
     fd = -1;
     FRUGAL_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path,
                  ": ", errno_text());

@@ -70,8 +70,8 @@ TrainerOptions effective_options(TrainerOptions options) {
   if (options.fast_dev_run() > 0) {
     const int64_t n = options.fast_dev_run();
     options.max_epochs(1)
-        .max_steps(n * options.accumulate_grad_batches())
-        .limit_train_batches(BatchLimit(n * options.accumulate_grad_batches()))
+        .max_steps(n)
+        .limit_train_batches(BatchLimit(n * options.accumulation_for_epoch(0)))
         .limit_val_batches(BatchLimit(n))
         .limit_test_batches(BatchLimit(n))
         .val_check_interval(BatchLimit(1.0))
@@ -341,7 +341,7 @@ bool Trainer::should_validate(int64_t batch_idx, bool stopping) const {
 // One epoch. Returns true when it ran to its end (false: stopped early).
 bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
   const int64_t n = num_training_batches_;
-  const int64_t k = options_.accumulate_grad_batches();
+  const int64_t k = options_.accumulation_for_epoch(state_.epoch);
   const int64_t first = state_.epoch_batches_done;  // > 0 when resuming mid-epoch
   fit_->epoch_finished = false;
   train.start_epoch(state_.epoch, first);
@@ -413,7 +413,7 @@ void Trainer::run_training_batch(Task& task, const Batch& batch, int64_t i) {
   // epoch start; an epoch of n batches with k-batch windows ends in a window of n % k batches,
   // whose losses are divided by that real size (Lightning #19987 divides them by k), so every
   // optimizer step sees the mean gradient of its own samples.
-  const int64_t k = options_.accumulate_grad_batches();
+  const int64_t k = options_.accumulation_for_epoch(state_.epoch);
   const int64_t window_start = (i / k) * k;
   const int64_t window = std::min(k, num_training_batches_ - window_start);
   const bool last_in_window = i + 1 == window_start + window;
@@ -537,7 +537,7 @@ void Trainer::log_epoch_metrics() {
   if (loggers_.empty() || state_.sanity_checking) return;
   auto values = metrics_.take_epoch_metrics();
   if (values.empty()) return;
-  for (auto& lg : loggers_) lg->log_metrics(values, state_.global_step, state_.epoch);
+  for (auto& lg : loggers_) lg->log_epoch_metrics(values, state_.global_step, state_.epoch);
 }
 
 // ---------------------------------------------------------------------------------------------

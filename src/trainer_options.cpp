@@ -134,6 +134,16 @@ void TrainerOptions::validate() const {
                "strategy must be \"auto\", \"single_device\" or \"ddp\", got \"", strategy_, "\"");
   FRUGAL_CHECK(accumulate_grad_batches_ >= 1, "accumulate_grad_batches must be >= 1, got ",
                accumulate_grad_batches_);
+  if (!accumulation_schedule_.empty()) {
+    FRUGAL_CHECK(accumulate_grad_batches_ == 1,
+                 "accumulation_schedule and accumulate_grad_batches=", accumulate_grad_batches_,
+                 " both set: use one of them");
+    for (const auto& [epoch, k] : accumulation_schedule_) {
+      FRUGAL_CHECK(epoch >= 0, "accumulation_schedule: epochs must be >= 0, got ", epoch);
+      FRUGAL_CHECK(k >= 1, "accumulation_schedule: the factor for epoch ", epoch,
+                   " must be >= 1, got ", k);
+    }
+  }
   FRUGAL_CHECK(std::isfinite(gradient_clip_val_) && gradient_clip_val_ >= 0,
                "gradient_clip_val must be >= 0 (0 = no clipping), got ", gradient_clip_val_);
   FRUGAL_CHECK(gradient_clip_algorithm_ == "norm" || gradient_clip_algorithm_ == "value",
@@ -142,9 +152,21 @@ void TrainerOptions::validate() const {
   FRUGAL_CHECK(!default_root_dir_.empty(), "default_root_dir must not be empty");
 }
 
+int64_t TrainerOptions::accumulation_for_epoch(int64_t epoch) const {
+  int64_t k = accumulate_grad_batches_;
+  for (const auto& [from, factor] : accumulation_schedule_) {
+    if (from <= epoch) k = factor;  // the map is ordered: the last one that started wins
+  }
+  return k;
+}
+
 std::map<std::string, std::string> TrainerOptions::to_map() const {
   auto b = [](bool v) { return std::string(v ? "true" : "false"); };
   auto s = [](auto v) { return fmt::format("{}", v); };
+  std::string schedule;
+  for (const auto& [epoch, k] : accumulation_schedule_) {
+    schedule += (schedule.empty() ? "" : ",") + fmt::format("{}:{}", epoch, k);
+  }
   const char* nan_policy = nan_loss_ == NanLossPolicy::kRaise  ? "raise"
                            : nan_loss_ == NanLossPolicy::kSkip ? "skip"
                                                                : "ignore";
@@ -172,6 +194,7 @@ std::map<std::string, std::string> TrainerOptions::to_map() const {
       {"strategy", strategy_},
       {"precision", to_string(precision_)},
       {"accumulate_grad_batches", s(accumulate_grad_batches_)},
+      {"accumulation_schedule", schedule},
       {"gradient_clip_val", s(gradient_clip_val_)},
       {"gradient_clip_algorithm", gradient_clip_algorithm_},
       {"nan_loss", nan_policy},

@@ -16,8 +16,8 @@
 #include <torch/arg.h>
 
 #include <chrono>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -95,6 +95,12 @@ struct TrainerOptions {
   TORCH_ARG(std::string, strategy) = "auto";
   TORCH_ARG(Precision, precision) = Precision::k32;
   TORCH_ARG(int64_t, accumulate_grad_batches) = 1;
+
+ public:
+  /// Per-epoch accumulation (Lightning's GradientAccumulationScheduler): {epoch: k} applies k
+  /// from that epoch on, e.g. {{0, 8}, {4, 4}, {8, 1}}. Needs accumulate_grad_batches == 1.
+  using AccumulationSchedule = std::map<int64_t, int64_t>;
+  TORCH_ARG(AccumulationSchedule, accumulation_schedule);
   /// <= 0: no clipping.
   TORCH_ARG(double, gradient_clip_val) = 0.0;
   /// "norm" or "value".
@@ -126,6 +132,8 @@ struct TrainerOptions {
   void validate() const;
   /// Every option as text (written beside the logs as hyper-parameters).
   std::map<std::string, std::string> to_map() const;
+  /// Micro-batches per optimizer step in `epoch` (the schedule, else accumulate_grad_batches).
+  int64_t accumulation_for_epoch(int64_t epoch) const;
 };
 
 /// Where the Trainer is; callbacks read it.

@@ -45,6 +45,8 @@ class ProgressBar : public Callback {
   void on_test_start(Trainer&, Task&) override;
   void on_test_batch_end(Trainer&, Task&, const Batch&, int64_t) override;
   void on_test_end(Trainer&, Task&) override;
+  /// Ends an open terminal line, so the error message starts on a line of its own.
+  void on_exception(Trainer&, Task&, const std::exception&) override;
 
   /// The last text rendered (for tests).
   const std::string& last_line() const { return last_line_; }
@@ -60,8 +62,8 @@ class ProgressBar : public Callback {
     const char* label = "";  // evaluation: "Validation" or "Test"
   };
   void begin(Loop& loop, int64_t start_done, int64_t total);
-  /// Renders when due (a clock check otherwise) or when `final`; final lines end with a newline.
-  void maybe_render(Trainer& trainer, const Loop& loop, bool training, bool final);
+  /// Renders and writes a line; a final one ends with a newline.
+  void draw(Trainer& trainer, const Loop& loop, bool training, bool final);
   std::string render(Trainer& trainer, const Loop& loop, bool training) const;
   void write(const std::string& line, bool final);
   std::ostream& out() const;
