@@ -13,6 +13,7 @@
 #include <frugal/data.h>
 #include <frugal/datasets/mnist.h>
 #include <frugal/error.h>
+#include <frugal/grad_scaler.h>
 #include <frugal/hash.h>
 #include <frugal/loggers.h>
 #include <frugal/lr_scheduler.h>
