@@ -45,8 +45,10 @@ void Classifier::evaluate(const Batch& batch, StepContext& ctx, const char* pref
   at::Tensor logits = checked_logits(forward_(batch.data), batch);
   at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.target);
   at::Tensor acc = logits.argmax(1).eq(batch.target).to(at::kFloat).mean();
-  ctx.log(std::string(prefix) + "/loss", loss, LogOptions().prog_bar(true));
-  ctx.log(std::string(prefix) + "/acc", acc, LogOptions().prog_bar(true));
+  // Reduced over data-parallel ranks (weighted by each rank's sample count), so a validation or
+  // test over unpadded shards counts every sample exactly once and every rank sees the same value.
+  ctx.log(std::string(prefix) + "/loss", loss, LogOptions().prog_bar(true).sync_dist(true));
+  ctx.log(std::string(prefix) + "/acc", acc, LogOptions().prog_bar(true).sync_dist(true));
 }
 
 void Classifier::validation_step(const Batch& batch, StepContext& ctx) {

@@ -14,18 +14,30 @@
 namespace frugal::compat {
 
 /// Turns autocast on or off for `device` with `dtype` (the API became device-generic in 2.4).
+/// The dtype is set first: where it is refused (1.13's CPU autocast takes only bf16), autocast is
+/// left as it was.
 inline void set_autocast(c10::DeviceType device, bool enabled, at::ScalarType dtype) {
 #if FRUGAL_TORCH_AT_LEAST(2, 4)
-  at::autocast::set_autocast_enabled(device, enabled);
   at::autocast::set_autocast_dtype(device, dtype);
+  at::autocast::set_autocast_enabled(device, enabled);
 #else
   if (device == c10::DeviceType::CUDA) {
-    at::autocast::set_enabled(enabled);
     at::autocast::set_autocast_gpu_dtype(dtype);
+    at::autocast::set_enabled(enabled);
   } else {
-    at::autocast::set_cpu_enabled(enabled);
     at::autocast::set_autocast_cpu_dtype(dtype);
+    at::autocast::set_cpu_enabled(enabled);
   }
+#endif
+}
+
+/// The dtype autocast uses on `device` (while enabled).
+inline at::ScalarType autocast_dtype(c10::DeviceType device) {
+#if FRUGAL_TORCH_AT_LEAST(2, 4)
+  return at::autocast::get_autocast_dtype(device);
+#else
+  return device == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype()
+                                         : at::autocast::get_autocast_cpu_dtype();
 #endif
 }
 
@@ -41,5 +53,34 @@ inline bool autocast_enabled(c10::DeviceType device) {
 /// True when ATen has CPU kernels for _amp_foreach_non_finite_check_and_unscale_ and
 /// _amp_update_scale_ (PyTorch 2.3+); CUDA has them in every version.
 constexpr bool kAmpOpsOnCpu = FRUGAL_TORCH_AT_LEAST(2, 3);
+
+/// True when CPU autocast accepts fp16 ("16-mixed" on CPU). 1.13 refuses it ("AutocastCPU only
+/// support Bfloat16"); the device-generic setter of 2.4 has no such check and CPU fp16 autocast
+/// was documented from 2.4/2.5 (pytorch#96093, #136082). Not yet checked on a real 2.x build.
+constexpr bool kCpuFp16Autocast = FRUGAL_TORCH_AT_LEAST(2, 4);
+
+}  // namespace frugal::compat
+
+// ---- out-of-memory errors (appended for the batch-size finder) ----
+#include <c10/util/Exception.h>
+
+#include <cstring>
+#include <exception>
+
+namespace frugal::compat {
+
+/// True when `error` reports exhausted memory. The CUDA caching allocator raises
+/// c10::OutOfMemoryError from 1.13 on (2.x too); other paths raise a plain c10::Error whose
+/// message says so in every version: cudaMalloc outside the allocator ("CUDA error: out of
+/// memory"), cuBLAS workspaces ("CUBLAS_STATUS_ALLOC_FAILED") and the CPU allocator
+/// ("DefaultCPUAllocator: not enough memory").
+inline bool is_out_of_memory(const std::exception& error) {
+  if (dynamic_cast<const c10::OutOfMemoryError*>(&error) != nullptr) return true;
+  if (dynamic_cast<const c10::Error*>(&error) == nullptr) return false;
+  const char* what = error.what();
+  return std::strstr(what, "out of memory") != nullptr ||
+         std::strstr(what, "CUBLAS_STATUS_ALLOC_FAILED") != nullptr ||
+         std::strstr(what, "not enough memory") != nullptr;
+}
 
 }  // namespace frugal::compat

@@ -238,6 +238,17 @@ at::Tensor TensorLoader::epoch_indices(int64_t epoch) const {
   return shard.contiguous();
 }
 
+bool TensorLoader::set_batch_size(int64_t batch_size) {
+  FRUGAL_CHECK(batch_size >= 1, "TensorLoader: batch_size must be >= 1, got ", batch_size);
+  impl_->invalidate();  // a running epoch ends; the next start_epoch uses the new size
+  impl_->started = false;
+  options_.batch_size(batch_size);
+  return true;
+}
+
+const at::Tensor& TensorLoader::data() const { return impl_->data; }
+const at::Tensor& TensorLoader::targets() const { return impl_->targets; }
+
 void TensorLoader::start_epoch(int64_t epoch, int64_t skip_batches) {
   const int64_t batches = num_batches();
   FRUGAL_CHECK(skip_batches >= 0 && skip_batches <= batches,

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "strategy.h"
 
@@ -27,6 +28,25 @@ struct DistributedEnv {
 /// falling back to SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; nullopt when neither is set.
 /// Malformed values are an error naming the variable.
 std::optional<DistributedEnv> read_distributed_env();
+
+/// Knobs of data-parallel training. Read from the environment for now:
+/// FRUGAL_DDP_TIMEOUT_SECONDS (default 300: a collective or the rendezvous waiting longer fails
+/// with an error naming the rank), FRUGAL_DDP_BUCKET_MB (25), FRUGAL_DDP_FIND_UNUSED_PARAMETERS
+/// (0: a trainable parameter without gradient is an error naming it; 1: it counts as zero).
+struct DataParallelConfig {
+  double timeout_seconds = 300;
+  int64_t bucket_cap_bytes = 25 * 1024 * 1024;
+  bool find_unused_parameters = false;
+  /// FRUGAL_DDP_OVERLAP=0 launches every bucket after backward instead of from the hooks (for
+  /// bench/ddp_scaling, which measures how much communication the overlap hides).
+  bool overlap = true;
+};
+DataParallelConfig read_data_parallel_config(const TrainerOptions& options);
+
+/// Gradient buckets: parameter indices in reverse order, a new bucket when the next one would
+/// pass `cap_bytes` or has another dtype or device (a parameter larger than the cap gets its own).
+std::vector<std::vector<size_t>> assign_buckets(const std::vector<at::Tensor>& params,
+                                                int64_t cap_bytes);
 
 /// Joins the process group described by `env` and returns the data-parallel strategy.
 std::unique_ptr<Strategy> make_data_parallel(const TrainerOptions& options,

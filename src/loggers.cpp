@@ -1,7 +1,5 @@
 #include "frugal/loggers.h"
 
-#include "frugal/checkpoint.h"
-
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
@@ -14,6 +12,7 @@
 #include <iostream>
 #include <set>
 
+#include "frugal/checkpoint.h"
 #include "frugal/error.h"
 #include "metric_format.h"
 
@@ -258,10 +257,18 @@ void CSVLogger::log_metrics(const std::map<std::string, double>& metrics, int64_
     row[name] = fmt::format("{}", value);             // shortest text that reads back exactly
   }
   pending_.push_back(std::move(row));
-  if (static_cast<int64_t>(pending_.size()) >= options_.flush_logs_every_n_steps()) flush();
+  last_step_ = step;
+  if (step - last_flush_step_ >= options_.flush_logs_every_n_steps()) flush();
+}
+
+void CSVLogger::log_epoch_metrics(const std::map<std::string, double>& metrics, int64_t step,
+                                  int64_t epoch) {
+  log_metrics(metrics, step, epoch);
+  flush();
 }
 
 void CSVLogger::flush() {
+  last_flush_step_ = last_step_;
   if (pending_.empty()) return;
   // New names become columns in order of first appearance (within one row: by name).
   std::set<std::string> known(columns_.begin(), columns_.end());

@@ -10,8 +10,10 @@
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#include <iostream>
 
 #include "checkpoint_io.h"
+#include "frugal/batch_size_finder.h"
 #include "frugal/callbacks/model_checkpoint.h"
 #include "frugal/callbacks/progress_bar.h"
 #include "frugal/callbacks/timer.h"
@@ -236,6 +238,7 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
   try {
     prepare(task, train.get(), val.get());
     FRUGAL_HOOK(setup, task, TrainerFn::kFit);
+    if (options_.effective_batch_size() > 0) plan_micro_batch(task, *train);
     configure_optimization(task);
     num_training_batches_ = options_.limit_train_batches().resolve(train->num_batches());
     FRUGAL_CHECK(train->num_batches() > 0, "fit: the training source ", train->describe(),
@@ -295,6 +298,33 @@ void Trainer::configure_optimization(Task& task) {
   FRUGAL_CHECK(!fit_->params.empty(), "the optimizer has no parameters that require grad");
   strategy_->setup(task.module(), fit_->params);
   fit_->precision = detail::make_precision(options_.precision(), device_);
+}
+
+// Budget mode (docs/budget.md): the finder picks the micro-batch that fits memory_budget, and
+// accumulation makes up the effective batch; the epoch's last window is scaled by its own size.
+void Trainer::plan_micro_batch(Task& task, BatchSource& train) {
+  auto* loader = dynamic_cast<TensorLoader*>(&train);
+  FRUGAL_CHECK(loader != nullptr,
+               "memory_budget/effective_batch_size need a TensorLoader training source (the finder "
+               "draws its trial batches from it), got ",
+               train.describe());
+  BudgetPlan plan =
+      plan_budget(task, loader->data(), loader->targets(), options_.memory_budget(),
+                  options_.effective_batch_size(), world_size(),
+                  BatchSizeFinderOptions().device(device_).precision(options_.precision()));
+  if (world_size() > 1) {  // every rank uses rank 0's plan
+    std::vector<at::Tensor> t{
+        at::tensor({is_global_zero() ? static_cast<double>(plan.micro_batch) : 0.0,
+                    is_global_zero() ? static_cast<double>(plan.accumulate) : 0.0},
+                   at::kDouble)};
+    strategy_->all_reduce_sum(t);
+    plan.micro_batch = static_cast<int64_t>(t[0][0].item<double>());
+    plan.accumulate = static_cast<int64_t>(t[0][1].item<double>());
+  }
+  FRUGAL_CHECK(train.set_batch_size(plan.micro_batch), "the training source ", train.describe(),
+               " cannot change its batch size");
+  options_.accumulate_grad_batches(plan.accumulate);
+  if (is_global_zero()) std::cout << "frugal: " << plan.describe() << "\n" << std::flush;
 }
 
 void Trainer::configure_validation(BatchSource& val) {

@@ -150,6 +150,18 @@ void TrainerOptions::validate() const {
                "gradient_clip_algorithm must be \"norm\" or \"value\", got \"",
                gradient_clip_algorithm_, "\"");
   FRUGAL_CHECK(!default_root_dir_.empty(), "default_root_dir must not be empty");
+  FRUGAL_CHECK(memory_budget_ >= 0, "memory_budget must be >= 0 bytes, got ", memory_budget_);
+  FRUGAL_CHECK(effective_batch_size_ >= 0, "effective_batch_size must be >= 1 (0: off), got ",
+               effective_batch_size_);
+  FRUGAL_CHECK((memory_budget_ > 0) == (effective_batch_size_ > 0),
+               "memory_budget and effective_batch_size go together, got memory_budget=",
+               memory_budget_, " and effective_batch_size=", effective_batch_size_);
+  FRUGAL_CHECK(effective_batch_size_ == 0 ||
+                   (accumulate_grad_batches_ == 1 && accumulation_schedule_.empty()),
+               "effective_batch_size sets accumulate_grad_batches itself; leave "
+               "accumulate_grad_batches at 1 and accumulation_schedule empty, got "
+               "accumulate_grad_batches=",
+               accumulate_grad_batches_);
 }
 
 int64_t TrainerOptions::accumulation_for_epoch(int64_t epoch) const {
@@ -198,6 +210,8 @@ std::map<std::string, std::string> TrainerOptions::to_map() const {
       {"gradient_clip_val", s(gradient_clip_val_)},
       {"gradient_clip_algorithm", gradient_clip_algorithm_},
       {"nan_loss", nan_policy},
+      {"memory_budget", s(memory_budget_)},
+      {"effective_batch_size", s(effective_batch_size_)},
   };
 }
 

@@ -497,6 +497,28 @@ TEST(Trainer, ClassifierWrapsAUsersModuleHolder) {
   EXPECT_GT(after, before);
 }
 
+TEST(Trainer, BudgetModePicksMicroBatchAndAccumulationLikeSettingThemByHand) {
+  // A generous budget: the finder's largest size is the whole data set (48 samples), so an
+  // effective batch of 96 becomes micro-batch 48 x accumulate_grad_batches 2.
+  auto data = frugal::testing::make_toy_data(48);
+  auto by_hand = [&](bool budget) {
+    auto net = tiny_net(3);
+    frugal::Classifier task(net, frugal::SGD(0.1));
+    auto options = frugal::testing::quiet_options().max_epochs(3).seed(2);
+    if (budget) {
+      options.memory_budget(2e9).effective_batch_size(96);
+    } else {
+      options.accumulate_grad_batches(2);
+    }
+    Trainer trainer(options);
+    trainer.fit(task, loader(data, budget ? 4 : 48));
+    EXPECT_EQ(trainer.options().accumulate_grad_batches(), 2);
+    EXPECT_EQ(trainer.state().global_step, 3);
+    return frugal::params_sha256(*net);
+  };
+  EXPECT_EQ(by_hand(true), by_hand(false));
+}
+
 TEST(Trainer, UnsupportedOptionsAreRefusedClearly) {
   auto expect_error = [](TrainerOptions o, const std::string& text) {
     try {

@@ -165,6 +165,7 @@ int main(int argc, char** argv) {
     const double test_acc = test.count("test/acc") ? test["test/acc"] : NAN;
     const double test_loss = test.count("test/loss") ? test["test/loss"] : NAN;
     const std::string sha = frugal::params_sha256(*net);
+    if (!trainer.is_global_zero()) return 0;  // data parallel: rank 0 reports
     std::cout << "test accuracy: " << test_acc << "  (loss " << test_loss << ", "
               << trainer.state().epoch << " epochs, " << trainer.state().global_step << " steps, "
               << train_seconds << " s)\n";

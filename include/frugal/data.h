@@ -54,6 +54,9 @@ class BatchSource {
   virtual void set_shard(int64_t rank, int64_t world_size) = 0;
   /// A short description for logs and errors.
   virtual std::string describe() const = 0;
+  /// Changes the batch size from the next start_epoch on; false when this source cannot
+  /// (budget mode needs it).
+  virtual bool set_batch_size(int64_t /*batch_size*/) { return false; }
 };
 
 namespace detail {
@@ -92,7 +95,12 @@ class TensorLoader : public BatchSource {
   void set_shard(int64_t rank, int64_t world_size) override;
   std::string describe() const override;
 
+  bool set_batch_size(int64_t batch_size) override;
+
   const TensorLoaderOptions& options() const { return options_; }
+  /// The whole data set, as given.
+  const at::Tensor& data() const;
+  const at::Tensor& targets() const;
   /// Number of samples in the whole data set (all ranks).
   int64_t dataset_size() const;
   int64_t rank() const;

@@ -1,6 +1,7 @@
 // frugal: a training library on LibTorch with a Lightning-style Trainer. Umbrella header.
 #pragma once
 
+#include <frugal/activation_checkpoint.h>
 #include <frugal/callback.h>
 #include <frugal/checkpoint.h>
 #include <frugal/callbacks/early_stopping.h>

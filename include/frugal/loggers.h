@@ -60,7 +60,8 @@ struct CSVLoggerOptions {
   TORCH_ARG(std::string, name) = "frugal_logs";
   /// -1: next free version_N under save_dir/name.
   TORCH_ARG(int64_t, version) = -1;
-  /// Rows kept in memory before they are appended and flushed (Lightning: 100).
+  /// Rows are appended and flushed once this many global steps have passed since the last
+  /// flush (Lightning: 100), and at every epoch end: a crash loses at most that interval.
   TORCH_ARG(int64_t, flush_logs_every_n_steps) = 100;
 };
 
@@ -75,6 +76,9 @@ class CSVLogger : public Logger {
   void log_hyperparams(const std::map<std::string, std::string>& params) override;
   void log_metrics(const std::map<std::string, double>& metrics, int64_t step,
                    int64_t epoch) override;
+  /// Epoch rows are flushed at once.
+  void log_epoch_metrics(const std::map<std::string, double>& metrics, int64_t step,
+                         int64_t epoch) override;
   void flush() override;
   std::string log_dir() const override { return dir_; }
   std::string metrics_path() const;
@@ -88,6 +92,8 @@ class CSVLogger : public Logger {
   std::vector<std::map<std::string, std::string>> written_;
   std::map<std::string, std::string> hparams_;
   bool header_written_ = false;
+  int64_t last_flush_step_ = 0;
+  int64_t last_step_ = 0;
 };
 
 namespace detail {

@@ -110,6 +110,12 @@ struct TrainerOptions {
   /// Log the total gradient norm (before clipping) as "train/grad_norm" at every optimizer step.
   TORCH_ARG(bool, log_grad_norm) = false;
   TORCH_ARG(NanLossPolicy, nan_loss) = NanLossPolicy::kRaise;
+  /// Budget mode: bytes one training process may use (CPU: peak RSS growth; CUDA: peak reserved
+  /// growth). Needs effective_batch_size. See docs/budget.md.
+  TORCH_ARG(double, memory_budget) = 0.0;
+  /// Budget mode: micro-batch x accumulate_grad_batches x world size; the Trainer picks the
+  /// micro-batch with the batch-size finder. 0: off.
+  TORCH_ARG(int64_t, effective_batch_size) = 0;
 
  public:
   /// Sets max_time from "DD:HH:MM:SS" (Lightning's format) or a duration.
@@ -211,6 +217,7 @@ class Trainer {
   struct Fit;
   void prepare(Task& task, BatchSource* a, BatchSource* b);
   void configure_optimization(Task& task);
+  void plan_micro_batch(Task& task, BatchSource& train);
   void configure_validation(BatchSource& val);
   void run_training(Task& task, BatchSource& train, BatchSource* val);
   bool train_epoch(Task& task, BatchSource& train, BatchSource* val);

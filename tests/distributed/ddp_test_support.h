@@ -1,0 +1,114 @@
+// Helpers for the data-parallel tests: run the test worker (tools/ddp_worker.cpp) as one process
+// or as two ranks under frugal-launch on 127.0.0.1, and compare what the runs wrote.
+#pragma once
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "test_support.h"
+
+namespace frugal::testing {
+
+inline int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = -1;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+inline std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+struct RunResult {
+  int exit_code = -1;
+  double seconds = 0;
+  std::string log;
+};
+
+/// Runs a shell command line, output to `log`; exit code and wall time.
+inline RunResult run_shell(const std::string& command, const std::string& log) {
+  const auto start = std::chrono::steady_clock::now();
+  const int status = std::system((command + " > " + shell_quote(log) + " 2>&1").c_str());
+  RunResult r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.log = read_text(log);
+  return r;
+}
+
+inline std::string join_args(const std::vector<std::string>& args) {
+  std::string s;
+  for (const auto& a : args) s += " " + shell_quote(a);
+  return s;
+}
+
+/// The worker on `nproc` ranks (frugal-launch, a free port) or as one plain process (nproc 0).
+inline RunResult run_worker(int nproc, const std::vector<std::string>& args, const std::string& log,
+                            const std::string& env = "") {
+  std::string cmd =
+      "env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE -u SLURM_NTASKS "
+      "FRUGAL_DDP_TIMEOUT_SECONDS=60 " +
+      env + " ";
+  if (nproc > 0) {
+    cmd += shell_quote(FRUGAL_LAUNCH) + " --grace-seconds 3 --master-port 0 --nproc-per-node " +
+           std::to_string(nproc) + " -- ";
+  }
+  cmd += shell_quote(FRUGAL_DDP_WORKER) + join_args(args);
+  return run_shell("timeout 300 " + cmd, log);
+}
+
+inline std::vector<at::Tensor> load_state(const std::string& path) {
+  std::vector<at::Tensor> state;
+  torch::load(state, path);
+  return state;
+}
+
+inline std::map<std::string, double> load_metrics(const std::string& path) {
+  std::map<std::string, double> m;
+  std::ifstream in(path);
+  std::string k;
+  double v;
+  while (in >> k >> v) m[k] = v;
+  return m;
+}
+
+/// Largest |a - b| over largest |b|, over all tensors (0 when equal).
+inline double max_relative_difference(const std::vector<at::Tensor>& a,
+                                      const std::vector<at::Tensor>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    EXPECT_EQ(a[i].sizes(), b[i].sizes()) << "tensor " << i;
+    if (a[i].sizes() != b[i].sizes()) return 1e9;
+    const double diff = (a[i].to(at::kDouble) - b[i].to(at::kDouble)).abs().max().item<double>();
+    const double scale = std::max(b[i].to(at::kDouble).abs().max().item<double>(), 1e-12);
+    worst = std::max(worst, diff / scale);
+  }
+  return worst;
+}
+
+}  // namespace frugal::testing

@@ -1,0 +1,179 @@
+// A training process for the data-parallel tests: trains a toy model with frugal's Trainer (data
+// parallel when started by a launcher, single process otherwise) and writes what the tests
+// compare. Every rank writes its own parameters and buffers (`--out` + ".rank<r>").
+//
+//   ddp_worker --model mlp --batch-size 8 --max-steps 6 --out /tmp/p        # one process
+//   frugal-launch --nproc-per-node 2 -- ddp_worker --model mlp --batch-size 4 --out /tmp/p
+#include <frugal/frugal.h>
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "test_support.h"
+
+namespace {
+
+/// BatchNorm in "eval-consistent" form: normalises with its running statistics (which a
+/// training batch does not change), so the result does not depend on how a batch is split.
+struct FrozenStatsNormImpl : torch::nn::Module {
+  explicit FrozenStatsNormImpl(int64_t n) {
+    weight = register_parameter("weight", torch::ones({n}));
+    bias = register_parameter("bias", torch::zeros({n}));
+    running_mean = register_buffer("running_mean", torch::randn({n}) * 0.1);
+    running_var = register_buffer("running_var", torch::rand({n}) + 0.5);
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    return torch::nn::functional::batch_norm(
+        x, running_mean, running_var,
+        torch::nn::functional::BatchNormFuncOptions().weight(weight).bias(bias).training(false));
+  }
+  at::Tensor weight, bias, running_mean, running_var;
+};
+TORCH_MODULE(FrozenStatsNorm);
+
+/// A linear layer that the forward never uses.
+struct WithUnusedImpl : torch::nn::Module {
+  WithUnusedImpl(int64_t in, int64_t classes) {
+    used = register_module("used", torch::nn::Linear(in, classes));
+    unused = register_module("unused", torch::nn::Linear(in, classes));
+  }
+  at::Tensor forward(const at::Tensor& x) { return used->forward(x); }
+  torch::nn::Linear used{nullptr}, unused{nullptr};
+};
+TORCH_MODULE(WithUnused);
+
+std::shared_ptr<torch::nn::Module> make_model(const std::string& name, int64_t features,
+                                              int64_t classes, frugal::Classifier::Forward* fwd) {
+  if (name == "unused") {
+    WithUnused m(features, classes);
+    *fwd = [m](const at::Tensor& x) mutable { return m->forward(x); };
+    return m.ptr();
+  }
+  torch::nn::Sequential net;
+  if (name == "mlp" || name == "frozen") {
+    net = torch::nn::Sequential(torch::nn::Linear(features, 32), torch::nn::Tanh(),
+                                torch::nn::Linear(32, 32), torch::nn::Tanh(),
+                                torch::nn::Linear(32, classes));
+    if (name == "frozen") {
+      for (auto& p : net[0]->parameters()) p.set_requires_grad(false);
+    }
+  } else if (name == "bn-eval") {
+    net = torch::nn::Sequential(torch::nn::Linear(features, 32), FrozenStatsNorm(32),
+                                torch::nn::ReLU(), torch::nn::Linear(32, classes));
+  } else if (name == "bn") {
+    net = torch::nn::Sequential(torch::nn::Linear(features, 32), torch::nn::BatchNorm1d(32),
+                                torch::nn::ReLU(), torch::nn::Linear(32, classes));
+  } else {
+    throw frugal::Error("--model must be mlp, frozen, bn, bn-eval or unused, got " + name);
+  }
+  *fwd = [net](const at::Tensor& x) mutable { return net->forward(x); };
+  return net.ptr();
+}
+
+/// Counts correct predictions and samples exactly (sums over ranks).
+class CountingClassifier : public frugal::Classifier {
+ public:
+  using frugal::Classifier::Classifier;
+  void validation_step(const frugal::Batch& batch, frugal::StepContext& ctx) override {
+    frugal::Classifier::validation_step(batch, ctx);
+    at::Tensor correct = forward(batch.data).argmax(1).eq(batch.target).sum().to(at::kDouble);
+    const auto sum =
+        frugal::LogOptions().reduce(frugal::Reduce::kSum).batch_size(1).sync_dist(true);
+    ctx.log("val/correct", correct, sum);
+    ctx.log("val/count", static_cast<double>(batch.size()), sum);
+  }
+};
+
+/// Ends this process abruptly (SIGKILL) or makes it hang, at a given step on a given rank.
+struct Saboteur : frugal::Callback {
+  int64_t kill_rank = -1, kill_step = -1, hang_rank = -1, hang_step = -1;
+  void on_train_batch_end(frugal::Trainer& trainer, frugal::Task&, const at::Tensor&,
+                          const frugal::Batch&, int64_t) override {
+    const int64_t step = trainer.state().global_step;
+    if (trainer.global_rank() == kill_rank && step >= kill_step) std::raise(SIGKILL);
+    if (trainer.global_rank() == hang_rank && step >= hang_step) {
+      for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+    }
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string mode = "fit", model = "mlp", out, save, resume, root = ".";
+  int64_t samples = 96, features = 8, classes = 3, batch_size = 8, accumulate = 1, max_steps = 6;
+  int64_t seed = 7, max_epochs = 1000;
+  double lr = 0.1;
+  Saboteur sab;
+  CLI::App app{"frugal data-parallel test worker"};
+  app.add_option("--mode", mode, "fit or eval");
+  app.add_option("--model", model);
+  app.add_option("--samples", samples);
+  app.add_option("--features", features);
+  app.add_option("--classes", classes);
+  app.add_option("--batch-size", batch_size);
+  app.add_option("--accumulate", accumulate);
+  app.add_option("--max-steps", max_steps);
+  app.add_option("--max-epochs", max_epochs);
+  app.add_option("--seed", seed);
+  app.add_option("--lr", lr);
+  app.add_option("--root", root, "default_root_dir");
+  app.add_option("--out", out, "writes parameters and buffers to <out>.rank<r>");
+  app.add_option("--save", save, "save a checkpoint here after fit");
+  app.add_option("--resume", resume, "resume from this checkpoint");
+  app.add_option("--kill-rank", sab.kill_rank);
+  app.add_option("--kill-step", sab.kill_step);
+  app.add_option("--hang-rank", sab.hang_rank);
+  app.add_option("--hang-step", sab.hang_step);
+  CLI11_PARSE(app, argc, argv);
+  try {
+    torch::set_num_threads(1);
+    const char* rank_env = std::getenv("RANK");
+    const int64_t rank = rank_env ? std::atoll(rank_env) : 0;
+    // In training, ranks start from different weights: fit must broadcast rank 0's. Evaluation
+    // alone broadcasts nothing, so there every rank builds the same weights.
+    torch::manual_seed(static_cast<uint64_t>(seed + (mode == "fit" ? 1000 * rank : 0)));
+    frugal::Classifier::Forward fwd;
+    auto net = make_model(model, features, classes, &fwd);
+    CountingClassifier task(net, fwd, frugal::SGD(lr, /*momentum=*/0.9));
+    auto data = frugal::testing::make_toy_data(samples, features, classes, /*seed=*/3);
+    frugal::TrainerOptions options = frugal::testing::quiet_options(root);
+    options.max_steps(max_steps)
+        .max_epochs(max_epochs)
+        .accumulate_grad_batches(accumulate)
+        .num_sanity_val_steps(0)
+        .accelerator("cpu");
+    auto saboteur = std::make_shared<Saboteur>(sab);
+    frugal::Trainer trainer(options, {saboteur});
+    std::map<std::string, double> results;
+    if (mode == "fit") {
+      auto train = std::make_shared<frugal::TensorLoader>(
+          data.x, data.y, frugal::TensorLoaderOptions(batch_size).shuffle(true).seed(11));
+      trainer.fit(task, train, nullptr, resume);
+      if (!save.empty()) trainer.save_checkpoint(save);
+    } else {
+      auto val = std::make_shared<frugal::TensorLoader>(
+          data.x, data.y, frugal::TensorLoaderOptions(batch_size).pad_shards(false));
+      results = trainer.validate(task, val);
+    }
+    if (!out.empty()) {
+      std::vector<at::Tensor> state;
+      for (const auto& p : net->parameters()) state.push_back(p.detach().clone());
+      for (const auto& b : net->buffers()) state.push_back(b.detach().clone());
+      torch::save(state, out + ".rank" + std::to_string(trainer.global_rank()));
+      std::ofstream m(out + ".rank" + std::to_string(trainer.global_rank()) + ".metrics");
+      m.precision(17);
+      for (const auto& [k, v] : results) m << k << " " << v << "\n";
+      m << "global_step " << trainer.state().global_step << "\n";
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}
