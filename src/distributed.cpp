@@ -83,8 +83,13 @@ std::optional<DistributedEnv> read_distributed_env() {
   return env;
 }
 
-DataParallelConfig read_data_parallel_config(const TrainerOptions& /*options*/) {
+DataParallelConfig read_data_parallel_config(const TrainerOptions& options) {
+  // The options first; the FRUGAL_DDP_* environment variables override them (handy under a
+  // launcher without changing the program).
   DataParallelConfig config;
+  config.timeout_seconds = options.process_group_timeout_seconds();
+  config.bucket_cap_bytes = static_cast<int64_t>(options.ddp_bucket_cap_mb() * 1024 * 1024);
+  config.find_unused_parameters = options.find_unused_parameters();
   if (auto t = env_var("FRUGAL_DDP_TIMEOUT_SECONDS")) {
     config.timeout_seconds = static_cast<double>(env_int("FRUGAL_DDP_TIMEOUT_SECONDS", *t));
     FRUGAL_CHECK(config.timeout_seconds > 0, "FRUGAL_DDP_TIMEOUT_SECONDS must be > 0");

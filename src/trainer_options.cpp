@@ -132,6 +132,10 @@ void TrainerOptions::validate() const {
                devices_);
   FRUGAL_CHECK(strategy_ == "auto" || strategy_ == "single_device" || strategy_ == "ddp",
                "strategy must be \"auto\", \"single_device\" or \"ddp\", got \"", strategy_, "\"");
+  FRUGAL_CHECK(std::isfinite(process_group_timeout_seconds_) && process_group_timeout_seconds_ > 0,
+               "process_group_timeout_seconds must be > 0, got ", process_group_timeout_seconds_);
+  FRUGAL_CHECK(std::isfinite(ddp_bucket_cap_mb_) && ddp_bucket_cap_mb_ > 0,
+               "ddp_bucket_cap_mb must be > 0, got ", ddp_bucket_cap_mb_);
   FRUGAL_CHECK(accumulate_grad_batches_ >= 1, "accumulate_grad_batches must be >= 1, got ",
                accumulate_grad_batches_);
   if (!accumulation_schedule_.empty()) {
@@ -204,6 +208,9 @@ std::map<std::string, std::string> TrainerOptions::to_map() const {
       {"accelerator", accelerator_},
       {"devices", s(devices_)},
       {"strategy", strategy_},
+      {"process_group_timeout_seconds", s(process_group_timeout_seconds_)},
+      {"ddp_bucket_cap_mb", s(ddp_bucket_cap_mb_)},
+      {"find_unused_parameters", b(find_unused_parameters_)},
       {"precision", to_string(precision_)},
       {"accumulate_grad_batches", s(accumulate_grad_batches_)},
       {"accumulation_schedule", schedule},

@@ -91,8 +91,16 @@ struct TrainerOptions {
   TORCH_ARG(std::string, accelerator) = "auto";
   /// Number of devices; -1: "auto".
   TORCH_ARG(int64_t, devices) = -1;
-  /// "auto", "single_device" (later: "ddp").
+  /// "auto" (data parallel when the launcher's environment says WORLD_SIZE > 1, else one
+  /// device), "single_device" or "ddp". See docs/distributed.md.
   TORCH_ARG(std::string, strategy) = "auto";
+  /// Data parallel: how long a collective may wait for the other ranks before failing.
+  TORCH_ARG(double, process_group_timeout_seconds) = 300.0;
+  /// Data parallel: gradient bucket size cap, in MiB.
+  TORCH_ARG(double, ddp_bucket_cap_mb) = 25.0;
+  /// Data parallel: allow parameters that get no gradient in a step (else a clear error naming
+  /// them).
+  TORCH_ARG(bool, find_unused_parameters) = false;
   TORCH_ARG(Precision, precision) = Precision::k32;
   TORCH_ARG(int64_t, accumulate_grad_batches) = 1;
 
@@ -127,10 +135,6 @@ struct TrainerOptions {
   }
   TrainerOptions& precision(const std::string& text) {
     precision_ = parse_precision(text);
-    return *this;
-  }
-  TrainerOptions& precision(Precision p) {
-    precision_ = p;
     return *this;
   }
 
