@@ -28,23 +28,9 @@ namespace {
 // Expected output: 64 samples / batch 16 = 4 steps per epoch, 2 epochs.
 constexpr const char* kExpected = "consumer ok 8";
 
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'')
-      out += "'\\''";
-    else
-      out += c;
-  }
-  return out + "'";
-}
+using frugal::testing::shell_quote;
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string read_text(const fs::path& path) { return frugal::testing::read_text(path.string()); }
 
 /// The last `lines` lines of `text`.
 std::string tail(const std::string& text, int lines = 40) {
@@ -65,7 +51,7 @@ struct Result {
 
 /// Runs `command` through the shell, stdout and stderr to `log`; returns its exit code and output.
 Result run(const std::string& command, const fs::path& log) {
-  const std::string full = "( " + command + " ) > " + quote(log.string()) + " 2>&1";
+  const std::string full = "( " + command + " ) > " + shell_quote(log.string()) + " 2>&1";
   { std::ofstream(log.string() + ".cmd") << command << "\n"; }
   const int status = std::system(full.c_str());
   Result r;
@@ -85,25 +71,25 @@ Result run(const std::string& command, const fs::path& log) {
                                        << tail(r.output);
 }
 
-std::string cmake() { return quote(FRUGAL_CMAKE_COMMAND); }
+std::string cmake() { return shell_quote(FRUGAL_CMAKE_COMMAND); }
 
 /// Configure arguments shared by both modes: same generator, compiler and build type as this
 /// build, and this build's LibTorch.
 std::string common_configure_args() {
-  std::string args = " -G " + quote(FRUGAL_CMAKE_GENERATOR);
+  std::string args = " -G " + shell_quote(FRUGAL_CMAKE_GENERATOR);
   const std::string make_program = FRUGAL_CMAKE_MAKE_PROGRAM;
-  if (!make_program.empty()) args += " -DCMAKE_MAKE_PROGRAM=" + quote(make_program);
-  args += " -DCMAKE_CXX_COMPILER=" + quote(FRUGAL_CXX_COMPILER);
+  if (!make_program.empty()) args += " -DCMAKE_MAKE_PROGRAM=" + shell_quote(make_program);
+  args += " -DCMAKE_CXX_COMPILER=" + shell_quote(FRUGAL_CXX_COMPILER);
   const std::string build_type = FRUGAL_BUILD_TYPE;
-  args += " -DCMAKE_BUILD_TYPE=" + quote(build_type.empty() ? "Release" : build_type);
+  args += " -DCMAKE_BUILD_TYPE=" + shell_quote(build_type.empty() ? "Release" : build_type);
   const std::string torch_dir = FRUGAL_TORCH_DIR;
-  if (!torch_dir.empty()) args += " -DTorch_DIR=" + quote(torch_dir);
+  if (!torch_dir.empty()) args += " -DTorch_DIR=" + shell_quote(torch_dir);
   args += " -DCMAKE_FIND_PACKAGE_NO_PACKAGE_REGISTRY=ON";
   return args;
 }
 
 std::string build_command(const fs::path& build_dir) {
-  std::string cmd = cmake() + " --build " + quote(build_dir.string());
+  std::string cmd = cmake() + " --build " + shell_quote(build_dir.string());
   if (std::string(FRUGAL_CMAKE_GENERATOR).find("Ninja") == std::string::npos)
     cmd += " --parallel 2";
   return cmd;
@@ -144,7 +130,7 @@ void run_consumer(const fs::path& build_dir, const fs::path& dir) {
   const fs::path exe = build_dir / "consumer";
   ASSERT_TRUE(fs::exists(exe)) << exe << " was not built";
   const fs::path log = dir / "run.log";
-  const Result r = run(quote(exe.string()) + " " + quote((dir / "root").string()), log);
+  const Result r = run(shell_quote(exe.string()) + " " + shell_quote((dir / "root").string()), log);
   ASSERT_TRUE(succeeded("running the consumer", r, log)) << stale_note();
   EXPECT_NE(r.output.find(kExpected), std::string::npos)
       << "expected \"" << kExpected << "\" in the consumer's output:\n"
@@ -163,8 +149,8 @@ TEST(Consumer, FindPackageFromInstalledPrefix) {
   const fs::path build = dir / "build";
 
   const fs::path install_log = dir / "install.log";
-  Result r = run(cmake() + " --install " + quote(FRUGAL_BINARY_DIR) +
-                     " --component frugal --prefix " + quote(prefix.string()),
+  Result r = run(cmake() + " --install " + shell_quote(FRUGAL_BINARY_DIR) +
+                     " --component frugal --prefix " + shell_quote(prefix.string()),
                  install_log);
   ASSERT_TRUE(succeeded("cmake --install", r, install_log));
 
@@ -179,9 +165,10 @@ TEST(Consumer, FindPackageFromInstalledPrefix) {
   EXPECT_TRUE(fs::exists(prefix / "include/frugal/frugal.h"));
 
   const fs::path configure_log = dir / "configure.log";
-  r = run(cmake() + " -S " + quote(kConsumerSource.string()) + " -B " + quote(build.string()) +
-              common_configure_args() + " -DFRUGAL_CONSUMER_MODE=package" +
-              " -DCMAKE_PREFIX_PATH=" + quote(prefix.string()),
+  r = run(cmake() + " -S " + shell_quote(kConsumerSource.string()) + " -B " +
+              shell_quote(build.string()) + common_configure_args() +
+              " -DFRUGAL_CONSUMER_MODE=package" +
+              " -DCMAKE_PREFIX_PATH=" + shell_quote(prefix.string()),
           configure_log);
   ASSERT_TRUE(succeeded("configuring the consumer (find_package)", r, configure_log));
   // It found the package just installed, not another one.
@@ -205,14 +192,14 @@ TEST(Consumer, AddSubdirectoryOfSourceTree) {
   std::string env;
   const std::string ccache = FRUGAL_CCACHE_PROGRAM;
   if (!ccache.empty() && fs::exists(ccache)) {
-    args += " -DCMAKE_CXX_COMPILER_LAUNCHER=" + quote(ccache);
+    args += " -DCMAKE_CXX_COMPILER_LAUNCHER=" + shell_quote(ccache);
     // As the top-level build sets it: precompiled headers need this to get cache hits.
     env = "CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime ";
   }
   const fs::path configure_log = dir / "configure.log";
-  Result r = run(cmake() + " -S " + quote(kConsumerSource.string()) + " -B " +
-                     quote(build.string()) + args + " -DFRUGAL_CONSUMER_MODE=subdirectory" +
-                     " -DFRUGAL_SOURCE=" + quote(FRUGAL_SOURCE_DIR) +
+  Result r = run(cmake() + " -S " + shell_quote(kConsumerSource.string()) + " -B " +
+                     shell_quote(build.string()) + args + " -DFRUGAL_CONSUMER_MODE=subdirectory" +
+                     " -DFRUGAL_SOURCE=" + shell_quote(FRUGAL_SOURCE_DIR) +
                      " -DFRUGAL_BUILD_TESTS=OFF -DFRUGAL_BUILD_EXAMPLES=OFF" +
                      " -DFRUGAL_BUILD_BENCH=OFF -DFRUGAL_USE_PCH=ON",
                  configure_log);

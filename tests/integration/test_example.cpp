@@ -27,23 +27,9 @@ namespace {
 
 constexpr const char* kDataDir = "/usr/share/datasets/fashion-mnist";
 
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'')
-      out += "'\\''";
-    else
-      out += c;
-  }
-  return out + "'";
-}
+using frugal::testing::shell_quote;
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string read_text(const fs::path& path) { return frugal::testing::read_text(path.string()); }
 
 fs::path example_path() {
   const char* env = std::getenv("FRUGAL_EXAMPLES_DIR");
@@ -65,8 +51,9 @@ struct Outcome {
 Outcome run_example(const std::string& args, const fs::path& dir, const std::string& name) {
   const fs::path out = dir / (name + ".out");
   const fs::path err = dir / (name + ".err");
-  const std::string cmd = "cd " + quote(dir.string()) + " && " + quote(example_path().string()) +
-                          " " + args + " > " + quote(out.string()) + " 2> " + quote(err.string());
+  const std::string cmd = "cd " + shell_quote(dir.string()) + " && " +
+                          shell_quote(example_path().string()) + " " + args + " > " +
+                          shell_quote(out.string()) + " 2> " + shell_quote(err.string());
   const int status = std::system(cmd.c_str());
   Outcome r;
   r.exit_code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
@@ -107,8 +94,8 @@ nlohmann::json read_json(const fs::path& path) {
 /// The metrics JSON of a run of the example in `dir` with `args` (fails the test if it fails).
 nlohmann::json metrics_of(const std::string& args, const fs::path& dir, const std::string& name) {
   const fs::path json = dir / (name + ".json");
-  const Outcome r = run_example(args + " --default-root-dir " + quote((dir / name).string()) +
-                                    " --metrics-json " + quote(json.string()),
+  const Outcome r = run_example(args + " --default-root-dir " + shell_quote((dir / name).string()) +
+                                    " --metrics-json " + shell_quote(json.string()),
                                 dir, name);
   EXPECT_EQ(r.exit_code, 0) << describe(r);
   if (r.exit_code != 0 || !fs::exists(json)) {

@@ -60,6 +60,9 @@ class Child {
   bool done_ = false;
 };
 
+/// `s` quoted for a POSIX shell command line.
+std::string shell_quote(const std::string& s);
+
 /// The contents of a text file ("" when missing).
 std::string read_text(const std::string& path);
 
