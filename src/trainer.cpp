@@ -44,6 +44,7 @@ struct Trainer::Fit {
   bool epoch_finished = false;           // the current epoch's end-of-epoch work has begun
   bool window_open = false;              // gradients of an unfinished accumulation window are held
   std::optional<at::Tensor> resume_rng;  // CPU generator state to restore before training
+  std::optional<at::Tensor> resume_device_rng;  // the accelerator's (CUDA) generator state
   std::optional<StateDict> resume_metrics;
 };
 
@@ -267,6 +268,11 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
       auto gen = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(gen.mutex());
       gen.set_state(*fit_->resume_rng);
+    }
+    if (fit_->resume_device_rng && !device_.is_cpu()) {
+      auto gen = at::globalContext().defaultGenerator(device_);
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(*fit_->resume_device_rng);
     }
     run_training(task, *train, val.get());
     FRUGAL_HOOK(on_fit_end, task);
@@ -613,6 +619,12 @@ StateDict Trainer::training_state() const {
     std::lock_guard<std::mutex> lock(gen.mutex());
     st["rng/cpu"] = gen.get_state();
   }
+  st["rng/device"] = c10::IValue();  // the accelerator's generator (CUDA), when training on one
+  if (!device_.is_cpu()) {
+    auto gen = at::globalContext().defaultGenerator(device_);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    st["rng/device"] = gen.get_state();
+  }
   st["scheduler"] = fit_->config.scheduler ? detail::to_ivalue(fit_->config.scheduler->state_dict())
                                            : c10::IValue();
   st["precision"] = detail::to_ivalue(fit_->precision->state_dict());
@@ -728,6 +740,9 @@ void Trainer::restore(Task& task, const std::string& path) {
   fit_->steps_taken = st.at("loop/steps_taken").toInt();
   fit_->total_batches = st.at("loop/total_batches").toInt();
   fit_->resume_rng = st.at("rng/cpu").toTensor().to(at::kCPU);
+  if (st.count("rng/device") && st.at("rng/device").isTensor()) {
+    fit_->resume_device_rng = st.at("rng/device").toTensor().to(at::kCPU);
+  }
   fit_->window_nonfinite = st.at("window/nonfinite").toBool();
   fit_->window_open = !grads.empty();
   for (size_t i = 0; i < grads.size(); ++i) {
