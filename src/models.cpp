@@ -54,4 +54,57 @@ torch::nn::Sequential Mlp(int64_t inputs, int64_t hidden, int64_t classes, int64
   return net;
 }
 
+namespace {
+
+/// conv-bn-relu-conv-bn plus a shortcut (1x1 conv + bn when the shape changes), then relu.
+struct BasicBlockImpl : nn::Module {
+  BasicBlockImpl(int64_t in, int64_t out, int64_t stride)
+      : conv1(register_module(
+            "conv1",
+            nn::Conv2d(nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false)))),
+        bn1(register_module("bn1", nn::BatchNorm2d(out))),
+        conv2(register_module("conv2",
+                              nn::Conv2d(nn::Conv2dOptions(out, out, 3).padding(1).bias(false)))),
+        bn2(register_module("bn2", nn::BatchNorm2d(out))) {
+    if (stride != 1 || in != out) {
+      shortcut = register_module(
+          "shortcut",
+          nn::Sequential(nn::Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)),
+                         nn::BatchNorm2d(out)));
+    }
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor y = torch::relu(bn1->forward(conv1->forward(x)));
+    y = bn2->forward(conv2->forward(y));
+    return torch::relu(y + (shortcut ? shortcut->forward(x) : x));
+  }
+  nn::Conv2d conv1;
+  nn::BatchNorm2d bn1;
+  nn::Conv2d conv2;
+  nn::BatchNorm2d bn2;
+  nn::Sequential shortcut{nullptr};
+};
+TORCH_MODULE(BasicBlock);
+
+}  // namespace
+
+torch::nn::Sequential ResNet18(int64_t classes, int64_t in_channels) {
+  FRUGAL_CHECK(classes >= 2 && in_channels >= 1,
+               "ResNet18: need classes >= 2 and in_channels >= 1; got ", classes, ", ",
+               in_channels);
+  nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(in_channels, 64, 3).padding(1).bias(false)),
+                     nn::BatchNorm2d(64), nn::ReLU());
+  int64_t in = 64;
+  for (int64_t out : {64, 128, 256, 512}) {
+    const int64_t stride = out == 64 ? 1 : 2;
+    net->push_back(BasicBlock(in, out, stride));
+    net->push_back(BasicBlock(out, out, 1));
+    in = out;
+  }
+  net->push_back(nn::AdaptiveAvgPool2d(1));
+  net->push_back(nn::Flatten());
+  net->push_back(nn::Linear(512, classes));
+  return net;
+}
+
 }  // namespace frugal::models

@@ -21,4 +21,8 @@ torch::nn::Sequential SmallCnnBn(int64_t classes = 10, int64_t in_channels = 1,
 torch::nn::Sequential Mlp(int64_t inputs = 784, int64_t hidden = 256, int64_t classes = 10,
                           int64_t layers = 2);
 
+/// ResNet-18 (BasicBlocks 2-2-2-2, 64-128-256-512 channels, ~11M parameters) with a 3x3 stem
+/// for small images (CIFAR-style, no initial max-pool); global average pooling, then logits.
+torch::nn::Sequential ResNet18(int64_t classes = 10, int64_t in_channels = 1);
+
 }  // namespace frugal::models
