@@ -4,12 +4,12 @@
 // the ratios. Target: micro-batch b with k = 4 within 10% of batch b, and well below batch 4b.
 //
 //   build/bench/bench_accumulation_memory --batch 64 --repeats 3
-#include <CLI/CLI.hpp>
 #include <frugal/frugal.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <iostream>

@@ -13,7 +13,7 @@ Stand-alone (one warm-up run, then --repeats timed runs per batch size; medians 
 
 Served (what bench_trainer_overhead does, to interleave runs with its own): with --serve it loads
 torch and the data, prints "ready torch <version>, <n> threads", then answers each stdin line
-"run <batch>" with one run and a line "result <seconds> <samples>"; "quit" or EOF ends it.
+"run <batch>" with one run and a line "result <seconds> <samples> <cpu seconds>"; "quit" or EOF ends it.
 
 Needs Debian's /usr/bin/python3 with python3-torch (1.13) and numpy.
 """
@@ -76,7 +76,7 @@ def small_cnn(classes=10, in_channels=1, image_size=28, dropout=0.25):
 
 
 def run(x, y, batch_size, epochs, seed):
-    """One timed training run from a freshly seeded model; returns (seconds, samples)."""
+    """One timed training run from a freshly seeded model; returns (seconds, samples, CPU s)."""
     torch.manual_seed(seed)
     model = small_cnn()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
@@ -86,6 +86,7 @@ def run(x, y, batch_size, epochs, seed):
     torch.manual_seed(seed)
 
     start = time.perf_counter()
+    cpu_start = time.process_time()
     for epoch in range(epochs):
         gen.manual_seed(seed * 1000003 + epoch)
         order = torch.randperm(n, generator=gen)
@@ -98,7 +99,7 @@ def run(x, y, batch_size, epochs, seed):
             loss.backward()
             optimizer.step()
     seconds = time.perf_counter() - start
-    return seconds, epochs * n
+    return seconds, epochs * n, time.process_time() - cpu_start
 
 
 def serve(x, y, args):
@@ -111,8 +112,8 @@ def serve(x, y, args):
             return
         if words[0] == "run" and len(words) == 2:
             try:
-                seconds, samples = run(x, y, int(words[1]), args.epochs, args.seed)
-                print(f"result {seconds:.6f} {samples}", flush=True)
+                seconds, samples, cpu = run(x, y, int(words[1]), args.epochs, args.seed)
+                print(f"result {seconds:.6f} {samples} {cpu:.6f}", flush=True)
             except Exception as e:  # reported to the parent, which drops the Python loop
                 print(f"error {type(e).__name__}: {e}", flush=True)
         else:
@@ -146,7 +147,7 @@ def main():
         run(x, y, batch, args.epochs, args.seed)  # warm-up
         sps = []
         for _ in range(args.repeats):
-            seconds, samples = run(x, y, batch, args.epochs, args.seed)
+            seconds, samples, _ = run(x, y, batch, args.epochs, args.seed)
             sps.append(samples / seconds)
         med = statistics.median(sps)
         print(f"batch {batch:>3}: {med:.0f} samples/s (median; runs: "

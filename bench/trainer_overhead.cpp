@@ -29,6 +29,7 @@
 #include <frugal/models.h>
 #include <frugal/optim.h>
 #include <frugal/trainer.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -80,7 +81,8 @@ struct Data {
 struct RunResult {
   double seconds = 0.0;
   int64_t samples = 0;
-  std::string params_sha;  // final parameters (trainer and hand runs)
+  std::string params_sha;     // final parameters (trainer and hand runs)
+  double others_cores = 0.0;  // CPU the rest of the machine used meanwhile, in cores
   double samples_per_second() const { return samples / std::max(seconds, 1e-12); }
 };
 
@@ -90,6 +92,40 @@ double median(std::vector<double> values) {
   const size_t n = values.size();
   return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
+
+/// How much CPU the rest of the machine took while a run was timed: busy time of all CPUs
+/// (/proc/stat) minus the run's own CPU time, per second of wall time. Near 0 on a quiet machine;
+/// a run with others at 0.5 or more shared its 2 cores and its time says little.
+class OthersMeter {
+ public:
+  OthersMeter() : busy_(machine_busy_seconds()), own_(own_cpu_seconds()), start_(Clock::now()) {}
+  /// `own` is the CPU time of the process that ran (default: this process since construction).
+  double others_cores(std::optional<double> own = std::nullopt) const {
+    const double wall = std::chrono::duration<double>(Clock::now() - start_).count();
+    const double busy = machine_busy_seconds() - busy_;
+    const double mine = own ? *own : own_cpu_seconds() - own_;
+    return std::max(0.0, busy - mine) / std::max(wall, 1e-9);
+  }
+
+ private:
+  static double machine_busy_seconds() {
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    double user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+    in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+    return (user + nice + system + irq + softirq + steal) /
+           static_cast<double>(::sysconf(_SC_CLK_TCK));
+  }
+  static double own_cpu_seconds() {
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage);
+    auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec * 1e-6; };
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+  }
+  double busy_;
+  double own_;
+  Clock::time_point start_;
+};
 
 // ---- the two C++ loops ----
 
@@ -114,15 +150,17 @@ RunResult run_trainer(const Args& args, const Data& data, int64_t batch_size,
                               .default_root_dir(log_root.string()),
                           {bar}, {csv});
 
+  const OthersMeter others;
   const auto start = Clock::now();
   trainer.fit(task, train);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const double others_cores = others.others_cores();
 
   const int64_t batches_per_epoch = (data.images.size(0) + batch_size - 1) / batch_size;
   FRUGAL_CHECK(trainer.state().global_step == args.epochs * batches_per_epoch, "the Trainer took ",
                trainer.state().global_step, " steps, expected ", args.epochs * batches_per_epoch);
   FRUGAL_CHECK(!bar_text.str().empty(), "the progress bar rendered nothing");
-  return {seconds, args.epochs * data.images.size(0), frugal::params_sha256(*net)};
+  return {seconds, args.epochs * data.images.size(0), frugal::params_sha256(*net), others_cores};
 }
 
 /// (b) The hand-written LibTorch loop: same model, seed, data, batches and optimizer.
@@ -135,6 +173,7 @@ RunResult run_hand(const Args& args, const Data& data, int64_t batch_size) {
   const int64_t n = data.images.size(0);
   torch::manual_seed(args.seed);  // dropout masks: the Trainer seeds here too (fit start)
 
+  const OthersMeter others;
   const auto start = Clock::now();
   for (int64_t epoch = 0; epoch < args.epochs; ++epoch) {
     // The same permutation as the TensorLoader's, so both loops see the same batches.
@@ -151,13 +190,14 @@ RunResult run_hand(const Args& args, const Data& data, int64_t batch_size) {
     }
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  return {seconds, args.epochs * n, frugal::params_sha256(*net)};
+  const double others_cores = others.others_cores();
+  return {seconds, args.epochs * n, frugal::params_sha256(*net), others_cores};
 }
 
 // ---- the Python loop, in a child process kept alive between runs ----
 
 /// Talks to `python_loop.py --serve`: one line "run <batch>" in, one line "result <seconds>
-/// <samples>" out. Loading torch and the data happens once, before the first run.
+/// <samples> <cpu seconds>" out. Loading torch and the data happens once, before the first run.
 class PythonLoop {
  public:
   /// Starts the child; on failure says why on stderr and leaves the loop unusable.
@@ -232,18 +272,22 @@ class PythonLoop {
 
   std::optional<RunResult> run(int64_t batch_size) {
     if (!ok_) return std::nullopt;
+    const OthersMeter others;
     std::fprintf(to_, "run %lld\n", static_cast<long long>(batch_size));
     std::fflush(to_);
     std::optional<std::string> reply = read_reply();
     RunResult r;
     long long samples = 0;
-    if (!reply || std::sscanf(reply->c_str(), "result %lf %lld", &r.seconds, &samples) != 2) {
+    double cpu_seconds = 0.0;
+    if (!reply || std::sscanf(reply->c_str(), "result %lf %lld %lf", &r.seconds, &samples,
+                              &cpu_seconds) != 3) {
       std::cerr << "python: no result (" << (reply ? *reply : "the child ended")
                 << "), dropping the Python loop\n";
       stop();
       return std::nullopt;
     }
     r.samples = samples;
+    r.others_cores = others.others_cores(cpu_seconds);
     return r;
   }
 
@@ -324,6 +368,17 @@ std::string load_average() {
   return one + " " + five + " " + fifteen;
 }
 
+/// OpenMP settings that change how LibTorch's threads wait between parallel regions (and so the
+/// timings, a lot when the machine is loaded).
+std::string omp_environment() {
+  std::string out;
+  for (const char* name : {"OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"}) {
+    const char* value = std::getenv(name);
+    out += fmt::format("{}{}={}", out.empty() ? "" : " ", name, value ? value : "(unset)");
+  }
+  return out;
+}
+
 std::string join(const std::vector<double>& values, int precision) {
   std::string out;
   for (double v : values) out += (out.empty() ? "" : " ") + fmt::format("{:.{}f}", v, precision);
@@ -391,8 +446,9 @@ int main(int argc, char** argv) {
         "trainer overhead: SmallCnn, Fashion-MNIST first {} samples, AdamW(1e-3), {} "
         "epoch(s) per run, {} thread(s), {} repeats after 1 warm-up, interleaved\n",
         args.samples, args.epochs, args.threads, args.repeats);
-    fmt::print("machine: {}; LibTorch {}; load average {}\n", machine, TORCH_VERSION,
-               load_average());
+    const std::string load_start = load_average();
+    fmt::print("machine: {}; LibTorch {}; load average {}; {}\n", machine, TORCH_VERSION,
+               load_start, omp_environment());
     if (python.ok()) fmt::print("python: {} ({})\n", args.python, python.version());
     std::fflush(stdout);
 
@@ -419,6 +475,11 @@ int main(int argc, char** argv) {
       bool same_params;
     };
     std::vector<Row> rows;
+    // A timed run during which the rest of the machine used this many cores or more was
+    // disturbed (see OthersMeter).
+    constexpr double kBusy = 0.25;
+    int busy_runs = 0;
+    int all_runs = 0;
     for (int64_t batch : args.batch_sizes) {
       // Warm-up: one run of each (allocator, oneDNN primitives, page faults, Python's caches).
       const RunResult warm_trainer = run_trainer(args, data, batch, log_root);
@@ -427,13 +488,23 @@ int main(int argc, char** argv) {
       const bool same_params = warm_trainer.params_sha == warm_hand.params_sha;
 
       std::vector<double> trainer_sps, hand_sps, python_sps, paired;
+      std::vector<double> trainer_others, hand_others, python_others;
       for (int r = 0; r < args.repeats; ++r) {
         const RunResult a = run_trainer(args, data, batch, log_root);
         const RunResult b = run_hand(args, data, batch);
         trainer_sps.push_back(a.samples_per_second());
         hand_sps.push_back(b.samples_per_second());
         paired.push_back(a.samples_per_second() / b.samples_per_second());
-        if (auto p = python.run(batch)) python_sps.push_back(p->samples_per_second());
+        trainer_others.push_back(a.others_cores);
+        hand_others.push_back(b.others_cores);
+        if (auto p = python.run(batch)) {
+          python_sps.push_back(p->samples_per_second());
+          python_others.push_back(p->others_cores);
+        }
+      }
+      for (const auto* others : {&trainer_others, &hand_others, &python_others}) {
+        for (double o : *others) busy_runs += o >= kBusy ? 1 : 0;
+        all_runs += static_cast<int>(others->size());
       }
       Row row{batch, median(trainer_sps), median(hand_sps), median(python_sps), 0, median(paired),
               0,     same_params};
@@ -441,10 +512,14 @@ int main(int argc, char** argv) {
       row.ratio_python = row.trainer / row.python;
       rows.push_back(row);
 
-      fmt::print("batch {:>3}: trainer  {} samples/s\n", batch, join(trainer_sps, 0));
-      fmt::print("           hand     {} samples/s\n", join(hand_sps, 0));
-      if (!python_sps.empty())
-        fmt::print("           python   {} samples/s\n", join(python_sps, 0));
+      fmt::print("batch {:>3}: trainer  {} samples/s  (others' CPU: {})\n", batch,
+                 join(trainer_sps, 0), join(trainer_others, 2));
+      fmt::print("           hand     {} samples/s  (others' CPU: {})\n", join(hand_sps, 0),
+                 join(hand_others, 2));
+      if (!python_sps.empty()) {
+        fmt::print("           python   {} samples/s  (others' CPU: {})\n", join(python_sps, 0),
+                   join(python_others, 2));
+      }
       fmt::print("           trainer/hand per pair {}\n", join(paired, 3));
       std::fflush(stdout);
 
@@ -457,11 +532,14 @@ int main(int argc, char** argv) {
           {"ratio_trainer_hand", row.ratio_hand},
           {"ratio_trainer_hand_paired_median", row.paired_hand},
           {"trainer_hand_same_final_params", same_params},
+          {"trainer_others_cores", trainer_others},
+          {"hand_others_cores", hand_others},
       };
       if (!python_sps.empty()) {
         entry["python_samples_per_s"] = python_sps;
         entry["python_median"] = row.python;
         entry["ratio_trainer_python"] = row.ratio_python;
+        entry["python_others_cores"] = python_others;
       }
       results.push_back(entry);
     }
@@ -481,6 +559,13 @@ int main(int argc, char** argv) {
     }
     fmt::print("target trainer/hand >= 0.98 at every batch size: {}\n",
                target_met ? "met" : "NOT met");
+    if (busy_runs > 0) {
+      fmt::print(
+          "note: {} of {} timed runs shared the CPUs with other work (others' CPU >= {} "
+          "cores); LibTorch's OpenMP threads spin-wait, so such runs can be several times "
+          "slower, unevenly across the loops: rerun on a quiet machine\n",
+          busy_runs, all_runs, kBusy);
+    }
 
     std::error_code ec;
     fs::remove_all(log_root, ec);
@@ -500,9 +585,12 @@ int main(int argc, char** argv) {
             {"ram_gib", ram_gib()}}},
           {"libtorch", TORCH_VERSION},
           {"python", with_python ? python.version() : ""},
+          {"load_average_start", load_start},
           {"load_average_end", load_average()},
+          {"omp_environment", omp_environment()},
           {"target_ratio", 0.98},
           {"target_met", target_met},
+          {"disturbed_runs", busy_runs},
           {"results", results},
       };
       frugal::detail::write_file_atomically(args.json, j.dump(2) + "\n");

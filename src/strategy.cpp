@@ -27,10 +27,11 @@ std::unique_ptr<Strategy> make_strategy(const TrainerOptions& options,
                "--nproc_per_node ",
                options.devices(), " (or frugal-launch); this process sees LOCAL_WORLD_SIZE=",
                env ? env->local_world_size : 1);
-  const bool ddp = options.strategy() == "ddp" ||
-                   (options.strategy() == "auto" && env && env->world_size > 1);
+  const bool ddp =
+      options.strategy() == "ddp" || (options.strategy() == "auto" && env && env->world_size > 1);
   if (!ddp || options.strategy() == "single_device") {
-    return std::make_unique<SingleDevice>(c10::Device(device_type, device_type == c10::kCUDA ? 0 : -1));
+    return std::make_unique<SingleDevice>(
+        c10::Device(device_type, device_type == c10::kCUDA ? 0 : -1));
   }
   FRUGAL_CHECK(env.has_value(),
                "strategy=\"ddp\" needs the launcher's environment (RANK, WORLD_SIZE, MASTER_ADDR, "

@@ -3,9 +3,8 @@
 // distributed.h) synchronises gradients, buffers, metrics and decisions over a c10d process group.
 #pragma once
 
-#include <frugal/trainer.h>
-
 #include <c10/core/Device.h>
+#include <frugal/trainer.h>
 
 #include <memory>
 #include <vector>

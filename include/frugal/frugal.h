@@ -3,13 +3,13 @@
 
 #include <frugal/activation_checkpoint.h>
 #include <frugal/callback.h>
-#include <frugal/checkpoint.h>
 #include <frugal/callbacks/early_stopping.h>
 #include <frugal/callbacks/learning_rate_monitor.h>
 #include <frugal/callbacks/memory_monitor.h>
 #include <frugal/callbacks/model_checkpoint.h>
 #include <frugal/callbacks/progress_bar.h>
 #include <frugal/callbacks/timer.h>
+#include <frugal/checkpoint.h>
 #include <frugal/classifier.h>
 #include <frugal/data.h>
 #include <frugal/datasets/mnist.h>

@@ -9,9 +9,8 @@
 //   trainer.fit(task, data.train_loader(64), data.test_loader(256));
 #pragma once
 
-#include <frugal/data.h>
-
 #include <ATen/core/Tensor.h>
+#include <frugal/data.h>
 
 #include <cstdint>
 #include <memory>
