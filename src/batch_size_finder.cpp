@@ -13,6 +13,7 @@
 #include "frugal/callbacks/memory_monitor.h"
 #include "frugal/error.h"
 #include "frugal/grad_scaler.h"
+#include "optim_util.h"
 #include "precision.h"
 
 #ifdef __GLIBC__
@@ -29,12 +30,6 @@ namespace {
 constexpr double kMiB = 1024.0 * 1024.0;
 
 std::string mib(double bytes) { return fmt::format("{:.1f} MiB", bytes / kMiB); }
-
-void zero_grad_set_to_none(torch::optim::Optimizer& optimizer) {
-  for (auto& group : optimizer.param_groups()) {
-    for (auto& p : group.params()) p.mutable_grad() = at::Tensor();
-  }
-}
 
 // Note [The finder restores state bit for bit]: a trial runs real optimizer steps, so it changes
 // parameters, buffers (BatchNorm statistics), gradients, the optimizer's state and options, the
@@ -201,13 +196,13 @@ class Search {
       trial.bytes = meter_.stop();
     } catch (const std::exception& e) {
       if (!compat::is_out_of_memory(e)) {
-        zero_grad_set_to_none(optimizer_);
+        detail::zero_grad_set_to_none(optimizer_);
         snapshot_.restore();
         throw;
       }
       out_of_memory = true;  // the trial's tensors are gone with its scope; free the cache below
     }
-    zero_grad_set_to_none(optimizer_);
+    detail::zero_grad_set_to_none(optimizer_);
     snapshot_.restore();
     if (out_of_memory) {
       free_device_cache(options_.device());
@@ -251,7 +246,7 @@ class Search {
     loss = at::Tensor();
     precision_->unscale(optimizer_);
     precision_->step(optimizer_, /*skip=*/false);
-    zero_grad_set_to_none(optimizer_);
+    detail::zero_grad_set_to_none(optimizer_);
   }
 
   Task& task_;

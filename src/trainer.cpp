@@ -21,6 +21,7 @@
 #include "frugal/error.h"
 #include "frugal/lr_scheduler.h"
 #include "frugal/version.h"
+#include "optim_util.h"
 #include "precision.h"
 #include "strategy.h"
 
@@ -83,12 +84,6 @@ TrainerOptions effective_options(TrainerOptions options) {
         .logger(false);
   }
   return options;
-}
-
-void zero_grad_set_to_none(torch::optim::Optimizer& optimizer) {
-  for (auto& group : optimizer.param_groups()) {
-    for (auto& p : group.params()) p.mutable_grad() = at::Tensor();
-  }
 }
 
 /// Total p-norm of the gradients, computed on device (no host sync).
@@ -511,7 +506,7 @@ void Trainer::optimizer_step(Task& task) {
                  LogOptions().on_step(true).on_epoch(false));
   }
   FRUGAL_HOOK(on_before_zero_grad, task, optimizer);
-  zero_grad_set_to_none(optimizer);
+  detail::zero_grad_set_to_none(optimizer);
   fit_->window_open = false;
   if (!loggers_.empty() && state_.global_step % options_.log_every_n_steps() == 0) {
     auto values = metrics_.take_step_metrics();
