@@ -19,9 +19,6 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
-#ifdef FRUGAL_WITH_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
 
 namespace frugal {
 
@@ -111,14 +108,6 @@ class Snapshot {
   at::Tensor rng_device_;
 };
 
-void free_device_cache(c10::Device device) {
-#ifdef FRUGAL_WITH_CUDA
-  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
-#else
-  (void)device;
-#endif
-}
-
 // Note [How a trial's memory is measured]: on CPU, the peak RSS growth over the RSS at the
 // trial's start. Before each trial, malloc_trim hands the allocator's free pages back to the
 // kernel (otherwise a trial reuses pages a bigger one left behind and seems to need nothing), and
@@ -131,7 +120,7 @@ class Meter {
   explicit Meter(c10::Device device) : device_(device) {}
 
   void start() {
-    free_device_cache(device_);
+    compat::empty_device_cache(device_);
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif
@@ -205,7 +194,7 @@ class Search {
     detail::zero_grad_set_to_none(optimizer_);
     snapshot_.restore();
     if (out_of_memory) {
-      free_device_cache(options_.device());
+      compat::empty_device_cache(options_.device());
       trial.outcome = BatchSizeTrial::Outcome::kOutOfMemory;
     } else if (options_.budget_bytes() > 0 &&
                static_cast<double>(trial.bytes) > options_.budget_bytes()) {

@@ -62,7 +62,11 @@ constexpr bool kCpuFp16Autocast = FRUGAL_TORCH_AT_LEAST(2, 4);
 }  // namespace frugal::compat
 
 // ---- out-of-memory errors (appended for the batch-size finder) ----
+#include <c10/core/Device.h>
 #include <c10/util/Exception.h>
+#ifdef FRUGAL_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <cstring>
 #include <exception>
@@ -81,6 +85,16 @@ inline bool is_out_of_memory(const std::exception& error) {
   return std::strstr(what, "out of memory") != nullptr ||
          std::strstr(what, "CUBLAS_STATUS_ALLOC_FAILED") != nullptr ||
          std::strstr(what, "not enough memory") != nullptr;
+}
+
+/// Hands the CUDA caching allocator's unused blocks back to the driver (after an out-of-memory
+/// error, so that the next try starts from a clean pool); nothing on other devices.
+inline void empty_device_cache(c10::Device device) {
+#ifdef FRUGAL_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#else
+  (void)device;
+#endif
 }
 
 }  // namespace frugal::compat

@@ -161,14 +161,19 @@ class DataParallel final : public Strategy {
   int64_t world_size() const override { return env_.world_size; }
   c10::Device device() const override { return device_; }
 
+  void broadcast_module(torch::nn::Module& module) override {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> state = module.parameters(/*recurse=*/true);
+    for (const auto& b : module.buffers(/*recurse=*/true)) state.push_back(b);
+    broadcast_coalesced(state);
+  }
+
   void setup(torch::nn::Module& module, const std::vector<at::Tensor>& params) override {
     remove_hooks();
     at::NoGradGuard no_grad;
     // Every rank starts from rank 0's parameters (all of them, frozen too) and buffers.
-    std::vector<at::Tensor> state = module.parameters(/*recurse=*/true);
+    broadcast_module(module);
     buffers_ = module.buffers(/*recurse=*/true);
-    for (const auto& b : buffers_) state.push_back(b);
-    broadcast_coalesced(state);
 
     params_.clear();
     for (const auto& p : params) {
@@ -387,7 +392,7 @@ class DataParallel final : public Strategy {
       std::vector<at::Tensor> v{comm};
       c10d::BroadcastOptions o;
       o.rootRank = 0;
-      wait(pg_->broadcast(v, o), "the initial broadcast of parameters and buffers");
+      wait(pg_->broadcast(v, o), "the broadcast of rank 0's parameters and buffers");
       if (env_.rank != 0) unflatten_into(comm.to(flat.device()), group);
     }
   }

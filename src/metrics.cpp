@@ -80,6 +80,18 @@ void Metrics::log(const std::string& name, const at::Tensor& value, const LogOpt
   }
 }
 
+Metrics::Snapshot Metrics::snapshot() const {
+  return Snapshot{callback_, progress_, pending_step_, pending_epoch_, accumulators_};
+}
+
+void Metrics::rollback(const Snapshot& snapshot) {
+  callback_ = snapshot.callback;
+  progress_ = snapshot.progress;
+  pending_step_ = snapshot.pending_step;
+  pending_epoch_ = snapshot.pending_epoch;
+  accumulators_ = snapshot.accumulators;
+}
+
 void Metrics::log(const std::string& name, double value, const LogOptions& options) {
   log(name, at::scalar_tensor(value, at::kDouble), options);
 }

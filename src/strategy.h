@@ -25,6 +25,9 @@ class Strategy {
   /// Once per fit, after the module is on its device and the optimizer exists: make every rank
   /// start from rank 0's parameters and buffers, and prepare gradient synchronisation.
   virtual void setup(torch::nn::Module& /*module*/, const std::vector<at::Tensor>& /*params*/) {}
+  /// Makes every rank hold rank 0's parameters and buffers (validate/test, which may run without
+  /// a fit, or on weights that only rank 0 loaded).
+  virtual void broadcast_module(torch::nn::Module& /*module*/) {}
   /// Before the forward pass of every training micro-batch.
   virtual void before_forward(torch::nn::Module& /*module*/) {}
   /// Before backward: `sync` is true on the last micro-batch of an accumulation window (the only

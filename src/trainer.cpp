@@ -2,17 +2,22 @@
 // optimizer_step() below, in the order of DESIGN.md.
 #include "frugal/trainer.h"
 
+#include <c10/core/Event.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include "checkpoint_io.h"
+#include "compat.h"
 #include "frugal/batch_size_finder.h"
 #include "frugal/callbacks/model_checkpoint.h"
 #include "frugal/callbacks/progress_bar.h"
@@ -47,6 +52,20 @@ struct Trainer::Fit {
   std::optional<at::Tensor> resume_rng;  // CPU generator state to restore before training
   std::optional<at::Tensor> resume_device_rng;  // the accelerator's (CUDA) generator state
   std::optional<StateDict> resume_metrics;
+  // Out-of-memory recovery (Note [Out-of-memory recovery]): what redoing the current accumulation
+  // window needs. Filled only with TrainerOptions::oom_recovery.
+  bool window_recorded = false;                     // the fields below describe the current window
+  std::vector<Batch> window_batches;                // its batches so far, the current one last
+  std::vector<at::Tensor> window_base_grads;        // gradients at its start (a resume inside it)
+  std::optional<Metrics::Snapshot> window_metrics;  // the metrics at its start
+  bool window_base_nonfinite = false;
+  // The deferred non-finite loss check (Note [The loss is checked one micro-batch late]).
+  at::Tensor loss_host;                   // the last micro-batch's loss, on the host
+  std::optional<c10::Event> loss_copied;  // recorded after its copy (accelerators)
+  bool loss_pending = false;
+  int64_t loss_epoch = 0;
+  int64_t loss_batch = 0;
+  int64_t loss_step = 0;
 };
 
 namespace {
@@ -135,6 +154,11 @@ Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> 
   for (const auto& lg : loggers_) FRUGAL_CHECK(lg, "Trainer: a logger is null");
   strategy_ = detail::make_strategy(options_, resolve_device(options_).type());
   device_ = strategy_->device();
+  FRUGAL_CHECK(!options_.oom_recovery() || world_size() == 1,
+               "oom_recovery works on a single device only: with data parallel (world size ",
+               world_size(),
+               ") one rank redoing a step would leave the others waiting in the gradient "
+               "all-reduce; turn it off, or plan the micro-batch beforehand with memory_budget");
   max_epochs_ = options_.max_epochs() >= 0  ? options_.max_epochs()
                 : options_.max_steps() >= 0 ? -1
                                             : 1000;
@@ -355,6 +379,7 @@ void Trainer::run_training(Task& task, BatchSource& train, BatchSource* val) {
     if (stop && !state_.should_stop) request_stop("stop requested on another rank");
     if (stop) break;
   }
+  check_pending_loss();
   FRUGAL_HOOK(on_train_end, task);
 }
 
@@ -451,40 +476,194 @@ void Trainer::run_training_batch(Task& task, const Batch& batch, int64_t i) {
 
   metrics_.set_context(Stage::kTrain, batch.size());
   FRUGAL_HOOK(on_train_batch_start, task, batch, i);
-  StepContext ctx(metrics_, *this, Stage::kTrain, i);
-  at::Tensor loss;
-  {
-    strategy_->before_forward(task.module());
-    auto autocast = fit_->precision->forward_scope();
-    loss = task.training_step(batch, ctx);
-  }
-  FRUGAL_CHECK(loss.defined() && loss.numel() == 1, "training_step must return a scalar loss, got ",
-               loss.defined() ? c10::str("shape ", loss.sizes()) : std::string("no tensor"));
-  FRUGAL_CHECK(loss.requires_grad(),
-               "training_step returned a loss that does not require grad (was it computed under "
-               "no_grad, or detached?)");
-  check_loss(loss);
-  at::Tensor to_backward = window == 1 ? loss : loss / static_cast<double>(window);
-  FRUGAL_HOOK(on_before_backward, task, to_backward);
-  strategy_->before_backward(/*sync=*/last_in_window);  // no communication on other micro-steps
-  fit_->precision->backward(to_backward);
-  strategy_->after_backward(/*sync=*/last_in_window);
-  FRUGAL_HOOK(on_after_backward, task);
+  const at::Tensor loss =
+      options_.oom_recovery()
+          ? recoverable_forward_backward(task, batch, i, window, /*sync=*/last_in_window)
+          : forward_backward(task, batch, i, window, /*sync=*/last_in_window);
   fit_->window_open = true;
   if (last_in_window) optimizer_step(task);
   state_.epoch_batches_done = i + 1;  // what a checkpoint saved by the hook below records
-  FRUGAL_HOOK(on_train_batch_end, task, loss.detach(), batch, i);
+  FRUGAL_HOOK(on_train_batch_end, task, loss, batch, i);
 }
 
+namespace {
+
+/// Samples [start, start + length) of a batch (targets too, when they have one row per sample).
+Batch slice_batch(const Batch& batch, int64_t start, int64_t length) {
+  Batch part;
+  part.data = batch.data.narrow(0, start, length);
+  const at::Tensor& t = batch.target;
+  const bool per_sample = t.defined() && t.dim() > 0 && t.size(0) == batch.size();
+  part.target = per_sample ? t.narrow(0, start, length) : t;
+  return part;
+}
+
+}  // namespace
+
+// Forward and backward of one training batch: in one piece, or in state_.micro_batch_split parts
+// after an out-of-memory recovery halved the micro-batch. A part's loss is scaled by
+// part size / (batch size x window), so the window's gradient is the mean over its samples
+// however its batches are split. `sync`: the batch ends its window (gradients are communicated
+// with the last part's backward). Returns the batch's detached loss (the parts' weighted mean).
+at::Tensor Trainer::forward_backward(Task& task, const Batch& batch, int64_t i, int64_t window,
+                                     bool sync) {
+  const int64_t size = batch.size();
+  const int64_t part_size = (size + state_.micro_batch_split - 1) / state_.micro_batch_split;
+  const bool whole = state_.micro_batch_split == 1 || part_size >= size;
+  at::Tensor total;
+  for (int64_t start = 0; start == 0 || start < size; start += part_size) {
+    const int64_t length = whole ? size : std::min(part_size, size - start);
+    const Batch part = whole ? batch : slice_batch(batch, start, length);
+    const bool last_part = whole || start + length >= size;
+    if (!whole) metrics_.set_context(Stage::kTrain, length);
+    StepContext ctx(metrics_, *this, Stage::kTrain, i);
+    at::Tensor loss;
+    {
+      strategy_->before_forward(task.module());
+      auto autocast = fit_->precision->forward_scope();
+      loss = task.training_step(part, ctx);
+    }
+    FRUGAL_CHECK(loss.defined() && loss.numel() == 1,
+                 "training_step must return a scalar loss, got ",
+                 loss.defined() ? c10::str("shape ", loss.sizes()) : std::string("no tensor"));
+    FRUGAL_CHECK(loss.requires_grad(),
+                 "training_step returned a loss that does not require grad (was it computed under "
+                 "no_grad, or detached?)");
+    check_loss(loss);
+    at::Tensor to_backward =
+        whole ? (window == 1 ? loss : loss / static_cast<double>(window))
+              : loss * (static_cast<double>(length) / static_cast<double>(size * window));
+    FRUGAL_HOOK(on_before_backward, task, to_backward);
+    strategy_->before_backward(sync && last_part);  // no communication on other micro-steps
+    fit_->precision->backward(to_backward);
+    strategy_->after_backward(sync && last_part);
+    FRUGAL_HOOK(on_after_backward, task);
+    if (whole) return loss.detach();
+    at::Tensor weighted = loss.detach() * static_cast<double>(length);
+    total = total.defined() ? total + weighted : weighted;
+  }
+  return total / static_cast<double>(size);
+}
+
+// Note [Out-of-memory recovery]: with oom_recovery, an out-of-memory error anywhere in a training
+// step's forward or backward undoes the current accumulation window's first attempt and redoes
+// it with the micro-batch halved. The window's batches are kept until its optimizer step (inputs
+// only, already on the device), with the gradients at its start (none, except right after a resume
+// inside a window) and a snapshot of the metrics. On the error: gradients back to the window's
+// start (a backward that failed halfway has added to some of them), metrics rolled back (the
+// failed attempt's logged losses do not count), the caching allocator emptied, every batch from
+// now on run as twice as many parts (forward_backward), and the window's batches redone. Each
+// part's loss is weighted by its share of the window, so the update is the one the full batch
+// would have given, up to float rounding; the loader, the batch indices, the windows and the
+// schedule of validation and checkpoints are untouched. Dropout draws other random numbers on the
+// redo, and BatchNorm sees smaller batches (as with any smaller micro-batch). The hooks of the
+// redone backward passes run again; on_train_batch_start/end run once per batch.
+at::Tensor Trainer::recoverable_forward_backward(Task& task, const Batch& batch, int64_t i,
+                                                 int64_t window, bool sync) {
+  Fit& fit = *fit_;
+  if (!fit.window_recorded) {  // the window's first batch, or the first after a resume inside it
+    fit.window_batches.clear();
+    fit.window_base_grads.clear();
+    if (fit.window_open) {
+      for (const auto& p : fit.params) {
+        fit.window_base_grads.push_back(p.grad().defined() ? p.grad().clone() : at::Tensor());
+      }
+    }
+    fit.window_metrics = metrics_.snapshot();
+    fit.window_base_nonfinite = fit.window_nonfinite;
+    fit.window_recorded = true;
+  }
+  fit.window_batches.push_back(batch);
+  bool redo = false;
+  while (true) {
+    try {
+      if (redo) {
+        const auto earlier = static_cast<int64_t>(fit.window_batches.size()) - 1;
+        for (int64_t j = 0; j < earlier; ++j) {
+          const Batch& b = fit.window_batches[static_cast<size_t>(j)];
+          metrics_.set_context(Stage::kTrain, b.size());
+          forward_backward(task, b, i - earlier + j, window, /*sync=*/false);
+        }
+        metrics_.set_context(Stage::kTrain, batch.size());
+      }
+      return forward_backward(task, batch, i, window, sync);
+    } catch (const std::exception& error) {
+      if (!compat::is_out_of_memory(error)) throw;
+      const int64_t part = (batch.size() + state_.micro_batch_split - 1) / state_.micro_batch_split;
+      std::string reason = error.what();
+      reason = reason.substr(0, reason.find('\n'));
+      FRUGAL_CHECK(part > 1, "out of memory at epoch ", state_.epoch, ", batch ", i,
+                   " with micro-batch ", part, ", which oom_recovery cannot halve (",
+                   state_.oom_recoveries, " recoveries so far): ", reason);
+      for (size_t p = 0; p < fit.params.size(); ++p) {
+        const at::Tensor base =
+            fit.window_base_grads.empty() ? at::Tensor() : fit.window_base_grads[p];
+        fit.params[p].mutable_grad() = base.defined() ? base.clone() : at::Tensor();
+      }
+      metrics_.rollback(*fit.window_metrics);
+      fit.window_nonfinite = fit.window_base_nonfinite;
+      compat::empty_device_cache(device_);
+      state_.micro_batch_split *= 2;
+      ++state_.oom_recoveries;
+      const int64_t k = options_.accumulation_for_epoch(state_.epoch);
+      std::cerr << "frugal: out of memory at epoch " << state_.epoch << ", batch " << i
+                << " (micro-batch " << part << "): micro-batch now "
+                << (batch.size() + state_.micro_batch_split - 1) / state_.micro_batch_split
+                << ", accumulation " << k * state_.micro_batch_split
+                << " (effective batch unchanged); redoing the accumulation window (" << reason
+                << ")\n";
+      metrics_.log("train/oom_recoveries", static_cast<double>(state_.oom_recoveries),
+                   LogOptions().on_step(true).on_epoch(false));
+      redo = true;
+    }
+  }
+}
+
+// Note [The loss is checked one micro-batch late]: with NanLossPolicy::kRaise (the default) a
+// micro-batch's loss is copied to the host without waiting (pinned memory, an event recorded
+// after the copy on accelerators) and looked at when the next micro-batch reaches this point,
+// by which time the device has long computed it; so the check costs no device sync. Before a
+// checkpoint is written and when training ends, the last pending loss is checked at once, so a
+// non-finite loss is always reported (naming its own epoch, batch and step) and never saved in a
+// checkpoint; the optimizer step of its window may have run by then. kSkip must decide before
+// the optimizer step, so it reads the flag at once (one sync per micro-batch on accelerators).
 void Trainer::check_loss(const at::Tensor& loss) {
   if (options_.nan_loss() == NanLossPolicy::kIgnore) return;
-  if (loss.detach().isfinite().item<bool>()) return;
-  FRUGAL_CHECK(options_.nan_loss() == NanLossPolicy::kSkip,
-               "training_step returned a non-finite loss (", loss.item<double>(), ") at epoch ",
-               state_.epoch, ", batch ", state_.batch_idx, ", global step ", state_.global_step,
+  if (options_.nan_loss() == NanLossPolicy::kSkip) {
+    if (!loss.detach().isfinite().item<bool>()) fit_->window_nonfinite = true;
+    return;
+  }
+  check_pending_loss();
+  Fit& fit = *fit_;
+  const bool accelerator = !device_.is_cpu();
+  if (!fit.loss_host.defined()) {
+    fit.loss_host =
+        at::empty({}, at::TensorOptions().dtype(at::kFloat).pinned_memory(device_.is_cuda()));
+  }
+  fit.loss_host.copy_(loss.detach().reshape({}), /*non_blocking=*/accelerator);
+  if (accelerator) {
+    if (!fit.loss_copied) fit.loss_copied.emplace(device_.type());
+    fit.loss_copied->record(c10::impl::VirtualGuardImpl(device_.type()).getStream(device_));
+  }
+  fit.loss_pending = true;
+  fit.loss_epoch = state_.epoch;
+  fit.loss_batch = state_.batch_idx;
+  fit.loss_step = state_.global_step;
+}
+
+void Trainer::check_pending_loss() {
+  if (!fit_ || !fit_->loss_pending) return;
+  Fit& fit = *fit_;
+  fit.loss_pending = false;
+  if (fit.loss_copied) {
+    while (!fit.loss_copied->query()) std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+  const float value = fit.loss_host.item<float>();  // a host tensor: no device sync
+  FRUGAL_CHECK(std::isfinite(value), "training_step returned a non-finite loss (", value,
+               ") at epoch ", fit.loss_epoch, ", batch ", fit.loss_batch, ", global step ",
+               fit.loss_step,
                "; to skip such optimizer steps instead, set "
                "TrainerOptions().nan_loss(NanLossPolicy::kSkip)");
-  fit_->window_nonfinite = true;
 }
 
 void Trainer::optimizer_step(Task& task) {
@@ -508,6 +687,12 @@ void Trainer::optimizer_step(Task& task) {
   FRUGAL_HOOK(on_before_zero_grad, task, optimizer);
   detail::zero_grad_set_to_none(optimizer);
   fit_->window_open = false;
+  if (fit_->window_recorded) {  // oom_recovery: the window is done, its batches can go
+    fit_->window_recorded = false;
+    fit_->window_batches.clear();
+    fit_->window_base_grads.clear();
+    fit_->window_metrics.reset();
+  }
   if (!loggers_.empty() && state_.global_step % options_.log_every_n_steps() == 0) {
     auto values = metrics_.take_step_metrics();
     if (!values.empty()) {
@@ -607,6 +792,8 @@ StateDict Trainer::training_state() const {
   st["loop/batches_done"] = fit_->epoch_finished ? int64_t{0} : state_.epoch_batches_done;
   st["loop/global_step"] = state_.global_step;
   st["loop/skipped_steps"] = state_.skipped_steps;
+  st["loop/oom_recoveries"] = state_.oom_recoveries;
+  st["loop/micro_batch_split"] = state_.micro_batch_split;
   st["loop/steps_taken"] = fit_->steps_taken;
   st["loop/total_batches"] = fit_->total_batches;
   {
@@ -650,6 +837,7 @@ StateDict Trainer::training_state() const {
 void Trainer::save_checkpoint(const std::string& path, bool weights_only) {
   FRUGAL_CHECK(fit_ && fit_->task && fit_->config.optimizer, "save_checkpoint(\"", path,
                "\"): no fit has started, so there is no training state");
+  check_pending_loss();  // never save the result of a non-finite loss
   // Only rank 0 writes; the barriers keep the others from running ahead (or reading early).
   strategy_->barrier();
   if (is_global_zero()) write_checkpoint(path, weights_only);
@@ -732,6 +920,10 @@ void Trainer::restore(Task& task, const std::string& path) {
   state_.epoch_batches_done = st.at("loop/batches_done").toInt();
   state_.global_step = st.at("loop/global_step").toInt();
   state_.skipped_steps = st.at("loop/skipped_steps").toInt();
+  if (st.count("loop/micro_batch_split") > 0) {  // checkpoints of frugal 0.1 have neither
+    state_.oom_recoveries = st.at("loop/oom_recoveries").toInt();
+    state_.micro_batch_split = st.at("loop/micro_batch_split").toInt();
+  }
   fit_->steps_taken = st.at("loop/steps_taken").toInt();
   fit_->total_batches = st.at("loop/total_batches").toInt();
   fit_->resume_rng = st.at("rng/cpu").toTensor().to(at::kCPU);
@@ -817,6 +1009,7 @@ std::map<std::string, double> Trainer::evaluate(Task& task, std::shared_ptr<Batc
   state_.should_stop = false;
   try {
     prepare(task, data.get(), nullptr);
+    strategy_->broadcast_module(task.module());  // every rank evaluates rank 0's weights
     if (!fit_) fit_ = std::make_unique<Fit>();
     if (!fit_->precision) fit_->precision = detail::make_precision(options_.precision(), device_);
     FRUGAL_HOOK(setup, task, fn);

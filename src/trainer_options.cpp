@@ -219,6 +219,7 @@ std::map<std::string, std::string> TrainerOptions::to_map() const {
       {"nan_loss", nan_policy},
       {"memory_budget", s(memory_budget_)},
       {"effective_batch_size", s(effective_batch_size_)},
+      {"oom_recovery", b(oom_recovery_)},
   };
 }
 

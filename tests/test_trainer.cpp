@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
+
 #include "test_support.h"
 
 namespace {
@@ -302,6 +304,37 @@ TEST(Trainer, NanLossRaisesAClearErrorByDefault) {
   }
   ASSERT_FALSE(rec->calls.empty());
   EXPECT_THAT(rec->calls.back(), HasSubstr("on_exception:training_step returned a non-finite"));
+}
+
+TEST(Trainer, NanLossInTheLastBatchIsReportedWhenTrainingEnds) {
+  // The check reads each loss one micro-batch late (no device sync); the last batch's loss is
+  // checked when training ends, so it is reported all the same, naming its own batch.
+  torch::manual_seed(0);
+  auto src = std::make_shared<frugal::TensorLoader>(torch::randn({16, 4}), torch::zeros({16}),
+                                                    frugal::TensorLoaderOptions(4));
+  NanTask task(3);
+  Trainer trainer(frugal::testing::quiet_options().max_epochs(1));
+  EXPECT_THAT(frugal::testing::error_message([&] { trainer.fit(task, src); }),
+              HasSubstr("non-finite loss (nan) at epoch 0, batch 3, global step 3"));
+}
+
+TEST(Trainer, NanLossIsReportedBeforeACheckpointCouldSaveIt) {
+  // NaN in the last batch of epoch 0; ModelCheckpoint saves at that epoch's end: the pending
+  // check runs first, so no checkpoint holding the NaN step is written.
+  torch::manual_seed(0);
+  const std::string dir = frugal::testing::temp_dir("nan_before_checkpoint");
+  auto src = std::make_shared<frugal::TensorLoader>(torch::randn({16, 4}), torch::zeros({16}),
+                                                    frugal::TensorLoaderOptions(4));
+  NanTask task(3);
+  auto ckpt = std::make_shared<frugal::ModelCheckpoint>(
+      frugal::ModelCheckpointOptions().dirpath(dir).save_last(true));
+  Trainer trainer(frugal::testing::quiet_options(dir).max_epochs(2), {ckpt});
+  EXPECT_THAT(frugal::testing::error_message([&] { trainer.fit(task, src); }),
+              HasSubstr("non-finite loss (nan) at epoch 0, batch 3"));
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(dir) / "last.ckpt"));
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    EXPECT_NE(entry.path().extension(), ".ckpt") << entry.path();
+  }
 }
 
 TEST(Trainer, NanLossSkipPolicySkipsThatStepOnly) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <frugal/activation_checkpoint.h>
+#include <frugal/batch_size_finder.h>
 #include <frugal/callback.h>
 #include <frugal/callbacks/early_stopping.h>
 #include <frugal/callbacks/learning_rate_monitor.h>

@@ -87,6 +87,13 @@ class Metrics {
   std::map<std::string, c10::IValue> state_dict() const;
   void load_state_dict(const std::map<std::string, c10::IValue>& state);
 
+  /// Everything logged so far, held in memory without copying a tensor (values are never updated
+  /// in place); `rollback` forgets what was logged after it. The Trainer's OOM recovery redoes
+  /// an accumulation window this way without counting its first attempt.
+  struct Snapshot;
+  Snapshot snapshot() const;
+  void rollback(const Snapshot& snapshot);
+
  private:
   struct Accumulator {
     at::Tensor value;  // running sum (mean/sum) or extreme (max/min), on the value's device
@@ -103,6 +110,11 @@ class Metrics {
   std::map<std::string, at::Tensor> pending_step_;
   std::map<std::string, at::Tensor> pending_epoch_;
   std::map<std::string, Accumulator> accumulators_;
+};
+
+struct Metrics::Snapshot {
+  std::map<std::string, at::Tensor> callback, progress, pending_step, pending_epoch;
+  std::map<std::string, Accumulator> accumulators;
 };
 
 }  // namespace frugal

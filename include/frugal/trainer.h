@@ -124,6 +124,12 @@ struct TrainerOptions {
   /// Budget mode: micro-batch x accumulate_grad_batches x world size; the Trainer picks the
   /// micro-batch with the batch-size finder. 0: off.
   TORCH_ARG(int64_t, effective_batch_size) = 0;
+  /// On an out-of-memory error in a training step: free what the step held, halve the
+  /// micro-batch (each batch is then run as two halves), double the accumulation, and redo the
+  /// accumulation window, so the effective batch and the update stay as they were. Repeats down
+  /// to micro-batch 1; logged as train/oom_recoveries. Single device only; holds the current
+  /// window's batches to redo it. See docs/budget.md.
+  TORCH_ARG(bool, oom_recovery) = false;
 
  public:
   /// Sets max_time from "DD:HH:MM:SS" (Lightning's format) or a duration.
@@ -161,6 +167,11 @@ struct TrainerState {
   int64_t epoch_batches_done = 0;
   /// Optimizer steps skipped (non-finite loss or gradients).
   int64_t skipped_steps = 0;
+  /// Out-of-memory errors recovered from (TrainerOptions::oom_recovery).
+  int64_t oom_recoveries = 0;
+  /// Parts each training batch is split into (1 until an out-of-memory recovery halves the
+  /// micro-batch; then 2, 4, ...).
+  int64_t micro_batch_split = 1;
   bool should_stop = false;
   std::string stop_reason;
 };
@@ -226,7 +237,12 @@ class Trainer {
   void run_training(Task& task, BatchSource& train, BatchSource* val);
   bool train_epoch(Task& task, BatchSource& train, BatchSource* val);
   void run_training_batch(Task& task, const Batch& batch, int64_t batch_idx);
+  at::Tensor forward_backward(Task& task, const Batch& batch, int64_t batch_idx, int64_t window,
+                              bool sync);
+  at::Tensor recoverable_forward_backward(Task& task, const Batch& batch, int64_t batch_idx,
+                                          int64_t window, bool sync);
   void check_loss(const at::Tensor& loss);
+  void check_pending_loss();
   void optimizer_step(Task& task);
   void clip_gradients();
   void step_scheduler(Interval interval);

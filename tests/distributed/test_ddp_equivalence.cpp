@@ -98,7 +98,8 @@ TEST(DdpEquivalence, UnusedParameterIsAClearErrorOnEveryRank) {
 }
 
 TEST(DdpEquivalence, EvaluationCountsEverySampleExactlyOnce) {
-  // 203 samples, batches of 16: uneven shards (102 + 101) and short last batches.
+  // 203 samples, batches of 16: uneven shards (102 + 101) and short last batches. Each rank
+  // builds other weights (seeded by rank), so validate() outside fit must broadcast rank 0's.
   Dirs d("ddp_eval");
   const std::vector<std::string> args = {"--mode",       "eval", "--samples", "203",
                                          "--batch-size", "16",   "--root",    d.dir};

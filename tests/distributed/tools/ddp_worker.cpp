@@ -135,9 +135,8 @@ int main(int argc, char** argv) {
     torch::set_num_threads(1);
     const char* rank_env = std::getenv("RANK");
     const int64_t rank = rank_env ? std::atoll(rank_env) : 0;
-    // In training, ranks start from different weights: fit must broadcast rank 0's. Evaluation
-    // alone broadcasts nothing, so there every rank builds the same weights.
-    torch::manual_seed(static_cast<uint64_t>(seed + (mode == "fit" ? 1000 * rank : 0)));
+    // Ranks start from different weights: fit and evaluation must broadcast rank 0's.
+    torch::manual_seed(static_cast<uint64_t>(seed + 1000 * rank));
     frugal::Classifier::Forward fwd;
     auto net = make_model(model, features, classes, &fwd);
     CountingClassifier task(net, fwd, frugal::SGD(lr, /*momentum=*/0.9));
