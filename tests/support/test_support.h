@@ -60,6 +60,9 @@ class Child {
   bool done_ = false;
 };
 
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a rendezvous store).
+int free_port();
+
 /// `s` quoted for a POSIX shell command line.
 std::string shell_quote(const std::string& s);
 
