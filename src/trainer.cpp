@@ -264,7 +264,11 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
     FRUGAL_CHECK(train->num_batches() > 0, "fit: the training source ", train->describe(),
                  " yields no batches");
     if (val) configure_validation(*val);
-    if (!ckpt_path.empty()) restore(task, resolve_ckpt_path(ckpt_path));
+    ckpt_path_.clear();
+    if (!ckpt_path.empty()) {
+      ckpt_path_ = resolve_ckpt_path(ckpt_path);
+      restore(task, ckpt_path_);
+    }
 
     std::map<std::string, std::string> hparams = options_.to_map();
     for (const auto& [k, v] : task.hparams()) hparams[k] = v;

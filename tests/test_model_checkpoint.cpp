@@ -341,6 +341,22 @@ TEST(ModelCheckpoint, WithoutMonitorTopOneKeepsOnlyTheLatest) {
   EXPECT_FALSE(cb->best_model_score().has_value());
 }
 
+TEST(ModelCheckpoint, TheCheckpointAFitResumedFromIsNeverDeleted) {
+  // As Lightning's _should_remove_checkpoint: top-1 without a monitor replaces its file at every
+  // save, but not the one the run resumed from (it may be the only good copy).
+  const std::string dir = temp_dir("mc_resumed_from");
+  fit_scripted(dir, std::make_shared<ModelCheckpoint>(ModelCheckpointOptions().dirpath(dir)),
+               {1, 1});
+  const std::string from = dir + "/epoch=1-step=4.ckpt";
+  ASSERT_THAT(ckpt_files(dir), ElementsAre("epoch=1-step=4.ckpt"));
+  Scripted task(tiny_net(), {1, 1, 1, 1});
+  Trainer trainer(quiet_options(dir).max_epochs(4),
+                  {std::make_shared<ModelCheckpoint>(ModelCheckpointOptions().dirpath(dir))});
+  trainer.fit(task, loader(8, 4), loader(8, 8), from);
+  EXPECT_EQ(trainer.ckpt_path(), from);
+  EXPECT_THAT(ckpt_files(dir), UnorderedElementsAre("epoch=1-step=4.ckpt", "epoch=3-step=8.ckpt"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // save_last
 

@@ -227,6 +227,9 @@ class Trainer {
   bool is_global_zero() const { return global_rank() == 0; }
   /// Where logs (and by default checkpoints) go.
   std::string log_dir() const;
+  /// The checkpoint the current (or last) fit resumed from, resolved ("" when it started fresh).
+  /// ModelCheckpoint never deletes it.
+  const std::string& ckpt_path() const { return ckpt_path_; }
 
  private:
   struct Fit;
@@ -271,6 +274,7 @@ class Trainer {
   int64_t num_training_batches_ = 0;
   int64_t num_eval_batches_ = 0;
   int64_t max_epochs_ = -1;
+  std::string ckpt_path_;
   std::unique_ptr<Fit> fit_;
   std::unique_ptr<detail::Strategy> strategy_;
 };

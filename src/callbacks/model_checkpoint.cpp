@@ -480,7 +480,7 @@ bool ModelCheckpoint::save_topk(Trainer& trainer, const Candidates& c) {
     const std::string path = free_path(c, k == 1 ? previous : std::string());
     best_model_path_ = path;  // before writing: it is part of the saved state
     write(trainer, path);
-    if (k == 1 && !previous.empty()) remove_if_ours(previous, path);
+    if (k == 1 && !previous.empty()) remove_if_ours(trainer, previous, path);
     return true;
   }
 
@@ -525,7 +525,7 @@ bool ModelCheckpoint::save_topk(Trainer& trainer, const Candidates& c) {
         keep_all ? static_cast<int64_t>(best_k_.size()) : k);
   }
   write(trainer, path);
-  if (!replaced.empty()) remove_if_ours(replaced, path);
+  if (!replaced.empty()) remove_if_ours(trainer, replaced, path);
   return true;
 }
 
@@ -534,7 +534,7 @@ void ModelCheckpoint::save_last(Trainer& trainer, const Candidates&) {
   const std::string previous = last_model_path_;
   last_model_path_ = path;
   write(trainer, path);
-  if (!previous.empty()) remove_if_ours(previous, path);
+  if (!previous.empty()) remove_if_ours(trainer, previous, path);
 }
 
 void ModelCheckpoint::write(Trainer& trainer, const std::string& path) {
@@ -547,10 +547,14 @@ void ModelCheckpoint::write(Trainer& trainer, const std::string& path) {
   }
 }
 
-void ModelCheckpoint::remove_if_ours(const std::string& previous, const std::string& current) {
-  // Only files in this callback's folder: a best path restored from another folder stays.
+void ModelCheckpoint::remove_if_ours(const Trainer& trainer, const std::string& previous,
+                                     const std::string& current) {
+  // Only files in this callback's folder: a best path restored from another folder stays, and so
+  // does the checkpoint this fit resumed from (as Lightning's _should_remove_checkpoint).
   if (previous == current || !is_inside(save_dir_, previous)) return;
   std::error_code ec;
+  if (!trainer.ckpt_path().empty() && fs::equivalent(previous, trainer.ckpt_path(), ec)) return;
+  ec.clear();
   fs::remove(previous, ec);
   if (ec) {
     out() << fmt::format("frugal: ModelCheckpoint: could not remove {}: {}\n", previous,

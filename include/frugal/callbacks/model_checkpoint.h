@@ -144,7 +144,8 @@ class ModelCheckpoint : public Callback {
   void save_last(Trainer& trainer, const Candidates& c);
   std::string free_path(const Candidates& c, const std::string& may_reuse) const;
   void write(Trainer& trainer, const std::string& path);
-  void remove_if_ours(const std::string& previous, const std::string& current);
+  void remove_if_ours(const Trainer& trainer, const std::string& previous,
+                      const std::string& current);
   bool better(double a, double b) const;
   void update_ranks();
   void apply_state(const StateDict& state);
