@@ -150,7 +150,19 @@ Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> 
     : options_(effective_options(std::move(options))),
       callbacks_(std::move(callbacks)),
       loggers_(std::move(loggers)) {
-  for (const auto& cb : callbacks_) FRUGAL_CHECK(cb, "Trainer: a callback is null");
+  // Checkpoints keep each stateful callback's state under its key: two such callbacks with one key
+  // (e.g. two ModelCheckpoints that differ only in dirpath) are refused here, not at the first
+  // save hours later.
+  std::map<std::string, size_t> state_keys;
+  for (size_t i = 0; i < callbacks_.size(); ++i) {
+    FRUGAL_CHECK(callbacks_[i], "Trainer: a callback is null");
+    if (callbacks_[i]->state_dict().empty()) continue;
+    const auto [it, fresh] = state_keys.emplace(callbacks_[i]->state_key(), i);
+    FRUGAL_CHECK(fresh, "Trainer: callbacks ", it->second, " and ", i, " share the state key \"",
+                 it->first,
+                 "\", so a checkpoint could not tell their states apart; give them different "
+                 "options (e.g. another monitor) or override state_key()");
+  }
   for (const auto& lg : loggers_) FRUGAL_CHECK(lg, "Trainer: a logger is null");
   strategy_ = detail::make_strategy(options_, resolve_device(options_).type());
   device_ = strategy_->device();
@@ -168,7 +180,12 @@ Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> 
   if (options_.enable_progress_bar() && !has_bar) {
     callbacks_.push_back(std::make_shared<ProgressBar>());
   }
-  if (options_.max_time_seconds() > 0) {
+  const bool has_timer = std::any_of(callbacks_.begin(), callbacks_.end(), [](const auto& cb) {
+    return dynamic_cast<Timer*>(cb.get()) != nullptr;
+  });
+  if (options_.max_time_seconds() > 0 && has_timer && is_global_zero()) {
+    std::cerr << "frugal: ignoring max_time: the callbacks already hold a Timer (as Lightning)\n";
+  } else if (options_.max_time_seconds() > 0) {
     callbacks_.push_back(std::make_shared<Timer>(options_.max_time_seconds()));
   }
   if (options_.fast_dev_run() > 0 || !is_global_zero()) {
@@ -816,10 +833,12 @@ StateDict Trainer::training_state() const {
   st["precision"] = detail::to_ivalue(fit_->precision->state_dict());
   c10::impl::GenericDict callbacks(c10::StringType::get(), c10::AnyType::get());
   for (const auto& cb : callbacks_) {
+    StateDict state = cb->state_dict();
+    if (state.empty()) continue;  // stateless callbacks need no entry (nor a unique key)
     const std::string key = cb->state_key();
     FRUGAL_CHECK(!callbacks.contains(key), "two callbacks share the state key \"", key,
                  "\"; override state_key() so that each instance has its own");
-    callbacks.insert(key, detail::to_ivalue(cb->state_dict()));
+    callbacks.insert(key, detail::to_ivalue(state));
   }
   st["callbacks"] = callbacks;
   st["metrics"] = detail::to_ivalue(metrics_.state_dict());

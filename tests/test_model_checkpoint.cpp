@@ -150,6 +150,24 @@ TEST(ModelCheckpoint, DefaultsAndStateKey) {
   EXPECT_FALSE(timed.best_model_score().has_value());
 }
 
+TEST(ModelCheckpoint, TwoWithTheSameStateKeyAreRefusedWhenTheTrainerIsBuilt) {
+  // They differ only in dirpath, which Lightning's state key leaves out; a checkpoint could not
+  // keep both states. Stateless callbacks may repeat freely.
+  auto a = std::make_shared<ModelCheckpoint>(ModelCheckpointOptions().dirpath("a"));
+  auto b = std::make_shared<ModelCheckpoint>(ModelCheckpointOptions().dirpath("b"));
+  EXPECT_THAT(error_message([&] {
+                Trainer t(quiet_options(), {a, b});
+              }),
+              HasSubstr("callbacks 0 and 1 share the state key \"ModelCheckpoint{monitor=None"));
+  auto c = std::make_shared<ModelCheckpoint>(ModelCheckpointOptions().dirpath("c").monitor("x"));
+  EXPECT_EQ(error_message([&] { Trainer t(quiet_options(), {a, c}); }), "no error");
+  EXPECT_EQ(error_message([&] {
+              Trainer t(quiet_options(), {a, std::make_shared<frugal::LearningRateMonitor>(),
+                                          std::make_shared<frugal::LearningRateMonitor>()});
+            }),
+            "no error");
+}
+
 // ---------------------------------------------------------------------------------------------
 // file names
 
