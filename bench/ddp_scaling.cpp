@@ -10,8 +10,6 @@
 //
 //   build/bench/bench_ddp_scaling [--global-batch 64] [--steps 120] [--warmup 10] [--repeats 3]
 #include <frugal/frugal.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -25,22 +23,11 @@
 #include <string>
 #include <vector>
 
+#include "free_port.h"
+
 namespace {
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = -1;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
+using frugal::tools::free_port;
 
 /// Wall time of the optimizer steps after the warm-up.
 struct StepTimer : frugal::Callback {

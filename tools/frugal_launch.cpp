@@ -11,10 +11,7 @@
 // killed by a signal), the others get SIGTERM and, after --grace-seconds, SIGKILL; the launcher
 // then exits with the failed process's code (128 + signal for a signal), so it never returns 0
 // unless every process did.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,6 +26,8 @@
 #include <thread>
 #include <vector>
 
+#include "free_port.h"
+
 namespace {
 
 std::atomic<int> g_signal{0};
@@ -38,22 +37,7 @@ extern "C" void on_signal(int signo) {
   g_signal_count.fetch_add(1);
 }
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  int port = -1;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
+using frugal::tools::free_port;
 
 struct Rank {
   pid_t pid = -1;

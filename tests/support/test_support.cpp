@@ -1,10 +1,7 @@
 #include "test_support.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -13,6 +10,8 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include "free_port.h"
 
 namespace frugal::testing {
 
@@ -84,20 +83,7 @@ bool Child::running() {
   return !done_;
 }
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = -1;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
+int free_port() { return tools::free_port(); }
 
 std::string shell_quote(const std::string& s) {
   std::string out = "'";
@@ -116,6 +102,25 @@ std::string read_text(const std::string& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+std::string ProgramRun::describe() const {
+  return "exit code " + std::to_string(exit_code) + "\n--- stdout:\n" + out + "\n--- stderr:\n" +
+         err;
+}
+
+ProgramRun run_program(const std::string& program, const std::string& args, const std::string& dir,
+                       const std::string& name) {
+  const std::filesystem::path out = std::filesystem::path(dir) / (name + ".out");
+  const std::filesystem::path err = std::filesystem::path(dir) / (name + ".err");
+  const std::string cmd = "cd " + shell_quote(dir) + " && " + shell_quote(program) + " " + args +
+                          " > " + shell_quote(out.string()) + " 2> " + shell_quote(err.string());
+  const int status = std::system(cmd.c_str());
+  ProgramRun r;
+  r.exit_code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+  r.out = read_text(out.string());
+  r.err = read_text(err.string());
+  return r;
 }
 
 }  // namespace frugal::testing
