@@ -105,60 +105,57 @@ void expect_same_update(const Outcome& a, const Outcome& b) {
   EXPECT_EQ(a.steps, b.steps);
 }
 
+// Trains `task` (with its fake limits) under oom_recovery and an unlimited task without it, on the
+// same batches and windows; the updates must agree. Returns the recovering run.
+Outcome train_against_unlimited(LimitedTask& task, int64_t batch, int64_t k, int64_t epochs = 2) {
+  LimitedTask unlimited;
+  const Outcome reference = train(unlimited, batch, k, /*recovery=*/false, epochs);
+  const Outcome run = train(task, batch, k, /*recovery=*/true, epochs);
+  expect_same_update(run, reference);
+  return run;
+}
+
 TEST(OomRecovery, ForwardOutOfMemoryHalvesTheMicroBatchAndKeepsTheUpdate) {
-  LimitedTask reference_task;
-  const Outcome reference = train(reference_task, 16, 2, /*recovery=*/false);
   LimitedTask task;
   task.forward_limit = 8;
-  const Outcome run = train(task, 16, 2, /*recovery=*/true);
+  const Outcome run = train_against_unlimited(task, 16, 2);
   EXPECT_EQ(task.ooms, 1);  // once; from then on every batch runs as two halves
   EXPECT_EQ(run.recoveries, 1);
   EXPECT_EQ(run.split, 2);
   EXPECT_EQ(run.metrics.at("train/oom_recoveries"), 1);
-  expect_same_update(run, reference);
   // Not vacuous: training on the halves as separate steps would give other parameters.
   LimitedTask halves;
   const Outcome other = train(halves, 8, 2, false);
-  EXPECT_GT((other.params[0] - reference.params[0]).abs().max().item<double>(), 1e-4);
+  EXPECT_GT((other.params[0] - run.params[0]).abs().max().item<double>(), 1e-4);
 }
 
 TEST(OomRecovery, BackwardOutOfMemoryInsideAWindowUndoesThePartialGradients) {
   // Batch 0 of the first window succeeds at 16; batch 1 fails in backward after the output
   // layer's gradients have grown (and after its loss was logged): the window is redone from its
   // start as halves. One epoch, so that the epoch loss compared is the one of the failed window.
-  LimitedTask reference_task;
-  const Outcome reference = train(reference_task, 16, 3, false, /*epochs=*/1);
   LimitedTask task;
   task.backward_limit = 8;
   task.backward_limit_from_batch = 1;
-  const Outcome run = train(task, 16, 3, true, /*epochs=*/1);
+  const Outcome run = train_against_unlimited(task, 16, 3, /*epochs=*/1);
   EXPECT_EQ(task.ooms, 1);
   EXPECT_EQ(run.recoveries, 1);
-  expect_same_update(run, reference);
 }
 
 TEST(OomRecovery, RepeatedErrorsHalveAgainUntilTheStepFits) {
-  LimitedTask reference_task;
-  const Outcome reference = train(reference_task, 16, 2, false);
   LimitedTask task;
   task.forward_limit = 4;  // 16 -> 8 -> 4
-  const Outcome run = train(task, 16, 2, true);
+  const Outcome run = train_against_unlimited(task, 16, 2);
   EXPECT_EQ(task.ooms, 2);
   EXPECT_EQ(run.recoveries, 2);
   EXPECT_EQ(run.split, 4);
-  expect_same_update(run, reference);
 }
 
 TEST(OomRecovery, AnUnevenBatchIsSplitByItsRealSize) {
   // 96 samples in batches of 20: the epoch's last batch has 16; with k = 2 the last window is
   // 20 + 16. Halving gives parts of 10 and 8, each weighted by its share.
-  LimitedTask reference_task;
-  const Outcome reference = train(reference_task, 20, 2, false);
   LimitedTask task;
   task.forward_limit = 10;
-  const Outcome run = train(task, 20, 2, true);
-  EXPECT_EQ(run.recoveries, 1);
-  expect_same_update(run, reference);
+  EXPECT_EQ(train_against_unlimited(task, 20, 2).recoveries, 1);
 }
 
 TEST(OomRecovery, GivesUpWithAClearErrorAtMicroBatchOne) {
