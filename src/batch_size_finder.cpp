@@ -13,12 +13,9 @@
 #include "frugal/callbacks/memory_monitor.h"
 #include "frugal/error.h"
 #include "frugal/grad_scaler.h"
+#include "memory_meter.h"
 #include "optim_util.h"
 #include "precision.h"
-
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 namespace frugal {
 
@@ -115,40 +112,15 @@ class Snapshot {
 // on, and where it is refused the finder stops with an error rather than report a stale peak
 // (a fork per trial would be the fallback; see docs/budget.md). On CUDA: the growth of the
 // caching allocator's peak reserved bytes over the reserved bytes after emptyCache.
-class Meter {
- public:
-  explicit Meter(c10::Device device) : device_(device) {}
-
-  void start() {
-    compat::empty_device_cache(device_);
-#ifdef __GLIBC__
-    malloc_trim(0);
-#endif
-    reset_peak_memory(device_);
-    const MemoryStats stats = read_memory_stats(device_);
-    if (device_.is_cuda()) {
-      before_ = stats.cuda_reserved;
-      return;
-    }
-    constexpr int64_t kSlack = 1 << 20;
-    FRUGAL_CHECK(stats.peak_rss <= stats.rss + kSlack,
-                 "find_batch_size: cannot reset the peak RSS (writing /proc/self/clear_refs was "
-                 "refused: peak ",
-                 mib(stats.peak_rss), ", current ", mib(stats.rss),
-                 "), so a CPU byte budget cannot be measured in this process");
-    before_ = stats.rss;
-  }
-
-  int64_t stop() const {
-    const MemoryStats stats = read_memory_stats(device_);
-    const int64_t peak = device_.is_cuda() ? stats.cuda_peak_reserved : stats.peak_rss;
-    return std::max<int64_t>(0, peak - before_);
-  }
-
- private:
-  c10::Device device_;
-  int64_t before_ = 0;
-};
+// Takes the baseline of a trial; on CPU refuses to go on when the peak cannot be reset.
+void start_meter(detail::PeakMemoryMeter& meter, bool cuda) {
+  const bool reset = meter.start();
+  FRUGAL_CHECK(cuda || reset,
+               "find_batch_size: cannot reset the peak RSS (writing /proc/self/clear_refs was "
+               "refused: peak ",
+               mib(meter.baseline().peak_rss), ", current ", mib(meter.baseline().rss),
+               "), so a CPU byte budget cannot be measured in this process");
+}
 
 class Search {
  public:
@@ -176,13 +148,13 @@ class Search {
     trial.batch_size = size;
     bool out_of_memory = false;
     try {
-      meter_.start();
+      start_meter(meter_, options_.device().is_cuda());
       {
         task_.module().train();
         const Batch batch = make_batch(size);
         for (int64_t s = 0; s < options_.steps_per_trial(); ++s) step(batch);
       }
-      trial.bytes = meter_.stop();
+      trial.bytes = meter_.growth();
     } catch (const std::exception& e) {
       if (!compat::is_out_of_memory(e)) {
         detail::zero_grad_set_to_none(optimizer_);
@@ -245,7 +217,7 @@ class Search {
   const at::Tensor& targets_;
   const BatchSizeFinderOptions& options_;
   Snapshot snapshot_;
-  Meter meter_;
+  detail::PeakMemoryMeter meter_;
   Metrics metrics_;
   std::unique_ptr<detail::PrecisionPlugin> precision_;
 };

@@ -99,13 +99,6 @@ void write_file_atomically(const std::string& path, const std::string& content) 
   write_atomically(path, [&](const auto& sink) { sink(content.data(), content.size()); });
 }
 
-}  // namespace detail
-
-// ---- CSVLogger ----
-
-namespace {
-
-// RFC 4180: cells with a comma, quote or line break are quoted, quotes doubled.
 std::string csv_cell(const std::string& text) {
   if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
   std::string quoted = "\"";
@@ -116,13 +109,19 @@ std::string csv_cell(const std::string& text) {
   return quoted + '"';
 }
 
+}  // namespace detail
+
+// ---- CSVLogger ----
+
+namespace {
+
 std::string csv_line(const std::vector<std::string>& columns,
                      const std::map<std::string, std::string>& row) {
   std::string line;
   for (size_t i = 0; i < columns.size(); ++i) {
     if (i > 0) line += ',';
     auto it = row.find(columns[i]);
-    if (it != row.end()) line += csv_cell(it->second);
+    if (it != row.end()) line += detail::csv_cell(it->second);
   }
   line += '\n';
   return line;
@@ -132,7 +131,7 @@ std::string csv_header(const std::vector<std::string>& columns) {
   std::string line;
   for (size_t i = 0; i < columns.size(); ++i) {
     if (i > 0) line += ',';
-    line += csv_cell(columns[i]);
+    line += detail::csv_cell(columns[i]);
   }
   line += '\n';
   return line;

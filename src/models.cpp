@@ -88,23 +88,41 @@ TORCH_MODULE(BasicBlock);
 
 }  // namespace
 
-torch::nn::Sequential ResNet18(int64_t classes, int64_t in_channels) {
-  FRUGAL_CHECK(classes >= 2 && in_channels >= 1,
-               "ResNet18: need classes >= 2 and in_channels >= 1; got ", classes, ", ",
-               in_channels);
-  nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(in_channels, 64, 3).padding(1).bias(false)),
-                     nn::BatchNorm2d(64), nn::ReLU());
-  int64_t in = 64;
-  for (int64_t out : {64, 128, 256, 512}) {
-    const int64_t stride = out == 64 ? 1 : 2;
-    net->push_back(BasicBlock(in, out, stride));
-    net->push_back(BasicBlock(out, out, 1));
+torch::nn::Sequential ResNet(int64_t classes, int64_t in_channels, std::vector<int64_t> widths,
+                             int64_t blocks) {
+  FRUGAL_CHECK(classes >= 2 && in_channels >= 1 && blocks >= 1,
+               "ResNet: need classes >= 2, in_channels >= 1 and blocks >= 1; got ", classes, ", ",
+               in_channels, ", ", blocks);
+  FRUGAL_CHECK(!widths.empty(), "ResNet: widths must name at least one stage");
+  for (int64_t w : widths) FRUGAL_CHECK(w >= 1, "ResNet: every width must be >= 1, got ", w);
+  nn::Sequential net(
+      nn::Conv2d(nn::Conv2dOptions(in_channels, widths.front(), 3).padding(1).bias(false)),
+      nn::BatchNorm2d(widths.front()), nn::ReLU());
+  int64_t in = widths.front();
+  for (size_t stage = 0; stage < widths.size(); ++stage) {
+    const int64_t out = widths[stage];
+    net->push_back(BasicBlock(in, out, stage == 0 ? 1 : 2));
+    for (int64_t b = 1; b < blocks; ++b) net->push_back(BasicBlock(out, out, 1));
     in = out;
   }
   net->push_back(nn::AdaptiveAvgPool2d(1));
   net->push_back(nn::Flatten());
-  net->push_back(nn::Linear(512, classes));
+  net->push_back(nn::Linear(in, classes));
   return net;
+}
+
+torch::nn::Sequential ResNet18(int64_t classes, int64_t in_channels) {
+  FRUGAL_CHECK(classes >= 2 && in_channels >= 1,
+               "ResNet18: need classes >= 2 and in_channels >= 1; got ", classes, ", ",
+               in_channels);
+  return ResNet(classes, in_channels, {64, 128, 256, 512}, 2);
+}
+
+torch::nn::Sequential SmallResNet(int64_t classes, int64_t in_channels, int64_t width) {
+  FRUGAL_CHECK(classes >= 2 && in_channels >= 1 && width >= 1,
+               "SmallResNet: need classes >= 2, in_channels >= 1 and width >= 1; got ", classes,
+               ", ", in_channels, ", ", width);
+  return ResNet(classes, in_channels, {width, 2 * width, 4 * width}, 1);
 }
 
 }  // namespace frugal::models

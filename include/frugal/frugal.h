@@ -24,4 +24,5 @@
 #include <frugal/optim.h>
 #include <frugal/task.h>
 #include <frugal/trainer.h>
+#include <frugal/trials.h>
 #include <frugal/version.h>

@@ -100,6 +100,8 @@ namespace detail {
 /// Writes `content` to `path` atomically: temporary file in the same folder, fsync, rename,
 /// fsync of the folder.
 void write_file_atomically(const std::string& path, const std::string& content);
+/// One CSV cell (RFC 4180): quoted when it holds a comma, quote or line break, quotes doubled.
+std::string csv_cell(const std::string& text);
 }  // namespace detail
 
 }  // namespace frugal

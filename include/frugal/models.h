@@ -6,6 +6,7 @@
 #include <torch/nn/modules/container/sequential.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace frugal::models {
 
@@ -24,5 +25,15 @@ torch::nn::Sequential Mlp(int64_t inputs = 784, int64_t hidden = 256, int64_t cl
 /// ResNet-18 (BasicBlocks 2-2-2-2, 64-128-256-512 channels, ~11M parameters) with a 3x3 stem
 /// for small images (CIFAR-style, no initial max-pool); global average pooling, then logits.
 torch::nn::Sequential ResNet18(int64_t classes = 10, int64_t in_channels = 1);
+
+/// A ResNet of BasicBlocks for small images: a 3x3 stem to widths[0] channels, then one stage per
+/// entry of `widths` with `blocks` BasicBlocks each (stride 2 from the second stage on), global
+/// average pooling, logits. ResNet18 is ResNet(classes, in_channels, {64, 128, 256, 512}, 2).
+torch::nn::Sequential ResNet(int64_t classes, int64_t in_channels, std::vector<int64_t> widths,
+                             int64_t blocks);
+/// A narrow ResNet-8 (widths {w, 2w, 4w}, one BasicBlock per stage; about 78k parameters at
+/// w = 16): residual connections and BatchNorm at the cost of a small CNN, quick enough on a CPU.
+torch::nn::Sequential SmallResNet(int64_t classes = 10, int64_t in_channels = 1,
+                                  int64_t width = 16);
 
 }  // namespace frugal::models

@@ -4,7 +4,6 @@
 // Needs the example built ($FRUGAL_EXAMPLES_DIR/fashion_mnist/fashion_mnist) and, for most tests,
 // Debian's dataset-fashion-mnist in /usr/share/datasets/fashion-mnist (skipped without it).
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <torch/version.h>
 
 #include <cctype>
@@ -29,8 +28,6 @@ constexpr const char* kDataDir = "/usr/share/datasets/fashion-mnist";
 
 using frugal::testing::shell_quote;
 
-std::string read_text(const fs::path& path) { return frugal::testing::read_text(path.string()); }
-
 fs::path example_path() {
   const char* env = std::getenv("FRUGAL_EXAMPLES_DIR");
 #ifdef FRUGAL_EXAMPLES_BINARY_DIR
@@ -41,31 +38,14 @@ fs::path example_path() {
   return fs::path(dir) / "fashion_mnist" / "fashion_mnist";
 }
 
-struct Outcome {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using Outcome = frugal::testing::ProgramRun;
 
 /// Runs the example with `args` in `dir` (its working folder); stdout/stderr go to files there.
 Outcome run_example(const std::string& args, const fs::path& dir, const std::string& name) {
-  const fs::path out = dir / (name + ".out");
-  const fs::path err = dir / (name + ".err");
-  const std::string cmd = "cd " + shell_quote(dir.string()) + " && " +
-                          shell_quote(example_path().string()) + " " + args + " > " +
-                          shell_quote(out.string()) + " 2> " + shell_quote(err.string());
-  const int status = std::system(cmd.c_str());
-  Outcome r;
-  r.exit_code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-  r.out = read_text(out);
-  r.err = read_text(err);
-  return r;
+  return frugal::testing::run_program(example_path().string(), args, dir.string(), name);
 }
 
-std::string describe(const Outcome& r) {
-  return "exit code " + std::to_string(r.exit_code) + "\n--- stdout:\n" + r.out +
-         "\n--- stderr:\n" + r.err;
-}
+std::string describe(const Outcome& r) { return r.describe(); }
 
 bool has_data() {
   return fs::exists(fs::path(kDataDir) / "train-images-idx3-ubyte.gz") ||

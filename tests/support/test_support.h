@@ -69,4 +69,17 @@ std::string shell_quote(const std::string& s);
 /// The contents of a text file ("" when missing).
 std::string read_text(const std::string& path);
 
+/// What run_program saw: the exit code (-1 when the program did not exit normally) and output.
+struct ProgramRun {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+  /// Exit code, stdout and stderr, for failure messages.
+  std::string describe() const;
+};
+/// Runs `program args` (args: shell words, quoted by the caller) in the folder `dir`; stdout and
+/// stderr go to `name`.out and `name`.err there and are read back.
+ProgramRun run_program(const std::string& program, const std::string& args, const std::string& dir,
+                       const std::string& name);
+
 }  // namespace frugal::testing
