@@ -43,7 +43,8 @@ Batch to_device(Batch batch, c10::Device device) {
 }  // namespace
 
 // Note [TensorLoader's prefetch worker]
-// One persistent worker thread per loader, started on the first start_epoch with prefetch on.
+// One persistent worker thread per loader, started on the first start_epoch that uses it
+// (prefetch on, or by default when batches go to an accelerator).
 // There is a single job slot and a single result slot: next() takes the result of batch k and
 // immediately posts batch k + 1, so exactly one batch is prepared while the caller trains on the
 // current one (one mutex/condition-variable hand-off per batch, no thread creation per batch as
@@ -138,6 +139,13 @@ struct TensorLoader::Impl {
         done_cv.notify_one();
       }
     }
+  }
+
+  // Whether batches come from the worker: host data only (data already on an accelerator is
+  // indexed inline, its kernels are asynchronous anyway); by default only when they are copied
+  // to an accelerator.
+  bool uses_worker(const TensorLoaderOptions& options) const {
+    return data.device().is_cpu() && options.prefetch().value_or(!device.is_cpu());
   }
 
   // Posts batch `cursor` to the worker (consumer thread; starts the worker on first use).
@@ -263,7 +271,7 @@ void TensorLoader::start_epoch(int64_t epoch, int64_t skip_batches) {
   s.cursor = skip_batches;
   s.started = true;
   // Data already on an accelerator is indexed inline: the kernels are asynchronous anyway.
-  if (options_.prefetch() && s.data.device().is_cpu() && s.cursor < s.batches) {
+  if (s.uses_worker(options_) && s.cursor < s.batches) {
     s.post(options_.batch_size());
   }
 }
@@ -273,7 +281,7 @@ std::optional<Batch> TensorLoader::next() {
   FRUGAL_CHECK(s.started, "TensorLoader: next() called before start_epoch()");
   if (s.cursor >= s.batches) return std::nullopt;
   Batch batch;
-  if (options_.prefetch() && s.data.device().is_cpu()) {
+  if (s.uses_worker(options_)) {
     if (!s.in_flight) s.post(options_.batch_size());  // after an error in the worker
     std::exception_ptr failure;
     {

@@ -73,8 +73,11 @@ struct TensorLoaderOptions {
   TORCH_ARG(uint64_t, seed) = 0;
   /// Drop the last, short batch (of this rank's shard).
   TORCH_ARG(bool, drop_last) = false;
-  /// Prepare the next batch on a background thread while the current one trains.
-  TORCH_ARG(bool, prefetch) = true;
+  /// Prepare the next batch on a background thread while the current one trains. Unset (auto):
+  /// only when the batches go from host memory to an accelerator (pinned copies that overlap the
+  /// step); batches that stay on the CPU are indexed inline, where a second thread only competes
+  /// with LibTorch's compute threads (docs/data.md, docs/performance.md).
+  TORCH_ARG(std::optional<bool>, prefetch);
   /// Pad shards to equal length (training: every rank steps equally often). Off for evaluation,
   /// where each sample must be counted exactly once.
   TORCH_ARG(bool, pad_shards) = true;
