@@ -693,7 +693,10 @@ void Trainer::optimizer_step(Task& task) {
   FRUGAL_HOOK(on_before_optimizer_step, task, optimizer);
   clip_gradients();
   // Every rank skips or steps together (a NaN on one rank reaches all through the all-reduce).
-  const bool skip = strategy_->any({fit_->window_nonfinite})[0];
+  // Only kSkip sets the flag, so only then does it cost a collective per step.
+  const bool skip = options_.nan_loss() == NanLossPolicy::kSkip
+                        ? strategy_->any({fit_->window_nonfinite})[0]
+                        : fit_->window_nonfinite;
   fit_->window_nonfinite = false;
   const bool stepped = fit_->precision->step(optimizer, skip);
   ++state_.global_step;
