@@ -40,6 +40,9 @@ struct DataParallelConfig {
   /// FRUGAL_DDP_OVERLAP=0 launches every bucket after backward instead of from the hooks (for
   /// bench/ddp_scaling, which measures how much communication the overlap hides).
   bool overlap = true;
+  /// CPU (Gloo) only: wait for a collective by polling it, yielding the core, instead of sleeping
+  /// on its condition variable. FRUGAL_DDP_SPIN_WAIT=0 turns it off. See Note [Waiting for Gloo].
+  bool spin_wait = true;
 };
 DataParallelConfig read_data_parallel_config(const TrainerOptions& options);
 
