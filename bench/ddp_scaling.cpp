@@ -29,12 +29,15 @@ namespace {
 
 using frugal::tools::free_port;
 
-/// Wall time of the optimizer steps after the warm-up.
+/// Wall time of the optimizer steps after the warm-up, and each step's duration (their spread is
+/// what lockstep training pays for: every step waits for the slower rank).
 struct StepTimer : frugal::Callback {
   int64_t warmup = 0;
   std::chrono::steady_clock::time_point start{};
+  std::chrono::steady_clock::time_point last{};
   double seconds = 0;
   int64_t timed_steps = 0;
+  std::vector<double> step_seconds;
   void on_train_batch_end(frugal::Trainer& trainer, frugal::Task&, const at::Tensor&,
                           const frugal::Batch&, int64_t) override {
     const int64_t step = trainer.state().global_step;
@@ -43,11 +46,20 @@ struct StepTimer : frugal::Callback {
     if (step > warmup) {
       seconds = std::chrono::duration<double>(now - start).count();
       timed_steps = step - warmup;
+      step_seconds.push_back(std::chrono::duration<double>(now - last).count());
     }
+    last = now;
+  }
+  /// The q-quantile of the step durations (q in [0, 1]).
+  double quantile(double q) const {
+    if (step_seconds.empty()) return 0;
+    std::vector<double> sorted = step_seconds;
+    std::sort(sorted.begin(), sorted.end());
+    return sorted[static_cast<size_t>(q * static_cast<double>(sorted.size() - 1))];
   }
 };
 
-/// One training process; writes "<seconds per step>" to `out`.
+/// One training process; writes "<mean seconds per step> <median> <90th percentile>" to `out`.
 int worker(int64_t batch, int64_t steps, int64_t warmup, const std::string& out) {
   torch::set_num_threads(1);
   torch::manual_seed(0);
@@ -68,13 +80,21 @@ int worker(int64_t batch, int64_t steps, int64_t warmup, const std::string& out)
                           {timer});
   trainer.fit(task, std::make_shared<frugal::TensorLoader>(
                         x, y, frugal::TensorLoaderOptions(batch).shuffle(true).seed(1)));
-  std::ofstream(out) << timer->seconds / static_cast<double>(timer->timed_steps) << "\n";
+  std::ofstream(out) << timer->seconds / static_cast<double>(timer->timed_steps) << " "
+                     << timer->quantile(0.5) << " " << timer->quantile(0.9) << "\n";
   return 0;
 }
 
+/// Seconds per step of one configuration, averaged over its processes.
+struct Timing {
+  double mean = 1e300;
+  double p50 = 0;
+  double p90 = 0;
+};
+
 /// Starts `env.size()` copies of this program as workers, each with its extra environment;
-/// returns the mean seconds per step over them.
-double run(const std::string& self, const std::vector<std::vector<std::string>>& envs,
+/// returns their step times, averaged over them.
+Timing run(const std::string& self, const std::vector<std::vector<std::string>>& envs,
            int64_t batch, int64_t steps, int64_t warmup, const std::string& tag) {
   std::vector<pid_t> pids;
   std::vector<std::string> outs;
@@ -109,15 +129,20 @@ double run(const std::string& self, const std::vector<std::vector<std::string>>&
     ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
   }
   if (!ok) throw frugal::Error("bench: a worker of \"" + tag + "\" failed");
-  double sum = 0;
+  Timing t{0, 0, 0};
   for (const auto& out : outs) {
-    double s = 0;
-    std::ifstream(out) >> s;
+    double mean = 0, p50 = 0, p90 = 0;
+    std::ifstream(out) >> mean >> p50 >> p90;
     std::remove(out.c_str());
-    sum += s;
+    t.mean += mean / static_cast<double>(outs.size());
+    t.p50 += p50 / static_cast<double>(outs.size());
+    t.p90 += p90 / static_cast<double>(outs.size());
   }
-  return sum / static_cast<double>(outs.size());
+  return t;
 }
+
+/// The faster of two timings (by mean).
+Timing best(const Timing& a, const Timing& b) { return b.mean < a.mean ? b : a; }
 
 std::vector<std::vector<std::string>> ddp_env(bool overlap) {
   const std::string port = "MASTER_PORT=" + std::to_string(free_port());
@@ -155,13 +180,15 @@ int main(int argc, char** argv) {
     path[len] = '\0';
     const int64_t half = global_batch / 2;
     // Interleaved rounds, the best of each configuration: robust against other load.
-    double single = 1e300, ddp = 1e300, nocomm = 1e300, serial = 1e300;
+    Timing t_single, t_ddp, t_nocomm, t_serial;
     for (int64_t round = 0; round < repeats; ++round) {
-      single = std::min(single, run(path, {{}}, global_batch, steps, warmup, "single"));
-      ddp = std::min(ddp, run(path, ddp_env(true), half, steps, warmup, "ddp"));
-      nocomm = std::min(nocomm, run(path, {{}, {}}, half, steps, warmup, "nocomm"));
-      serial = std::min(serial, run(path, ddp_env(false), half, steps, warmup, "serial"));
+      t_single = best(t_single, run(path, {{}}, global_batch, steps, warmup, "single"));
+      t_ddp = best(t_ddp, run(path, ddp_env(true), half, steps, warmup, "ddp"));
+      t_nocomm = best(t_nocomm, run(path, {{}, {}}, half, steps, warmup, "nocomm"));
+      t_serial = best(t_serial, run(path, ddp_env(false), half, steps, warmup, "serial"));
     }
+    const double single = t_single.mean, ddp = t_ddp.mean, nocomm = t_nocomm.mean,
+                 serial = t_serial.mean;
     auto rate = [&](double s) { return static_cast<double>(global_batch) / s; };
     std::printf("global batch %lld, %lld timed steps, SmallCnn, 1 intra-op thread per process\n",
                 static_cast<long long>(global_batch), static_cast<long long>(steps));
@@ -174,6 +201,11 @@ int main(int argc, char** argv) {
     std::printf(
         "  serial   2 x %3lld : %8.1f samples/s  (%.2f ms/step, all-reduce after backward)\n",
         static_cast<long long>(half), rate(serial), serial * 1e3);
+    std::printf(
+        "step time p50 / p90 (ms): single %.2f / %.2f, ddp %.2f / %.2f, no-comm %.2f / %.2f, "
+        "serial %.2f / %.2f\n",
+        t_single.p50 * 1e3, t_single.p90 * 1e3, t_ddp.p50 * 1e3, t_ddp.p90 * 1e3,
+        t_nocomm.p50 * 1e3, t_nocomm.p90 * 1e3, t_serial.p50 * 1e3, t_serial.p90 * 1e3);
     const double exposed = ddp - nocomm, full = serial - nocomm;
     std::printf("scaling ratio ddp/single: %.2f (target >= 1.8)\n", single / ddp);
     if (full > 0) {
