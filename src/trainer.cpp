@@ -49,6 +49,7 @@ struct Trainer::Fit {
   int64_t val_check_batches = 0;         // validate every n training batches
   bool epoch_finished = false;           // the current epoch's end-of-epoch work has begun
   bool window_open = false;              // gradients of an unfinished accumulation window are held
+  bool batch_validated = true;           // the validation due after the last batch has begun
   std::optional<at::Tensor> resume_rng;  // CPU generator state to restore before training
   std::optional<at::Tensor> resume_device_rng;  // the accelerator's (CUDA) generator state
   std::optional<StateDict> resume_metrics;
@@ -426,12 +427,23 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
   task.module().train();
   FRUGAL_HOOK(on_train_epoch_start, task);
 
+  // Note [A checkpoint between a batch and its validation]: a checkpoint saved in
+  // on_train_batch_end (as ModelCheckpoint's step trigger does) comes before the validation due
+  // after that batch. Resuming from it continues with the next batch, so the validation runs
+  // here first, as it did in the uninterrupted run.
+  if (first > 0 && !fit_->batch_validated && val && should_validate(first - 1, false)) {
+    fit_->batch_validated = true;
+    run_evaluation(task, *val, Stage::kValidate, fit_->val_batches, /*sanity=*/false);
+    task.module().train();
+  }
+
   bool stopped = false;
   for (int64_t i = first; i < n; ++i) {
     std::optional<Batch> batch = train.next();
     FRUGAL_CHECK(batch.has_value(), "the training source ", train.describe(), " ended after ", i,
                  " batches but announced ", train.num_batches());
     state_.batch_idx = i;
+    fit_->batch_validated = false;
     run_training_batch(task, *batch, i);
     ++fit_->total_batches;
     // A stop (max_steps, a callback, the time limit, a signal) takes effect at the end of an
@@ -450,6 +462,8 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
       stopped = i + 1 < n && (max_steps_reached() || agreed[1]);
     }
     if (val && should_validate(i, stopped)) {
+      fit_->batch_validated =
+          true;  // a checkpoint saved by the validation's hooks resumes after it
       run_evaluation(task, *val, Stage::kValidate, fit_->val_batches, /*sanity=*/false);
       task.module().train();
     }
@@ -820,6 +834,7 @@ StateDict Trainer::training_state() const {
   st["loop/micro_batch_split"] = state_.micro_batch_split;
   st["loop/steps_taken"] = fit_->steps_taken;
   st["loop/total_batches"] = fit_->total_batches;
+  st["loop/batch_validated"] = fit_->batch_validated;
   {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
@@ -952,6 +967,8 @@ void Trainer::restore(Task& task, const std::string& path) {
   }
   fit_->steps_taken = st.at("loop/steps_taken").toInt();
   fit_->total_batches = st.at("loop/total_batches").toInt();
+  fit_->batch_validated =
+      st.count("loop/batch_validated") == 0 || st.at("loop/batch_validated").toBool();
   fit_->resume_rng = st.at("rng/cpu").toTensor().to(at::kCPU);
   if (st.count("rng/device") && st.at("rng/device").isTensor()) {
     fit_->resume_device_rng = st.at("rng/device").toTensor().to(at::kCPU);

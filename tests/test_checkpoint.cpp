@@ -62,16 +62,30 @@ frugal::TrainerOptions options(int64_t k) {
   return frugal::testing::quiet_options().max_epochs(3).seed(1).accumulate_grad_batches(k);
 }
 
-std::string reference(int64_t k) {
+/// Records val/loss after every real validation (the history a resumed run must reproduce).
+struct ValRecorder : frugal::Callback {
+  std::vector<double>* out;
+  explicit ValRecorder(std::vector<double>* o) : out(o) {}
+  void on_validation_end(Trainer& t, frugal::Task&) override {
+    if (!t.state().sanity_checking) out->push_back(t.callback_metrics().at("val/loss"));
+  }
+};
+
+/// Final parameters (SHA-256) and the val/loss of every validation, in order.
+using Outcome = std::pair<std::string, std::vector<double>>;
+
+Outcome reference(int64_t k) {
   Model r = make_run();
-  Trainer t(options(k));
+  std::vector<double> vals;
+  Trainer t(options(k), {std::make_shared<ValRecorder>(&vals)});
   t.fit(*r.task, train_data(), train_data());
-  return frugal::params_sha256(*r.net);
+  return {frugal::params_sha256(*r.net), vals};
 }
 
 /// Trains until a checkpoint is written at `save` (then stops: a process killed after the save),
 /// and resumes from it in a fresh model, trainer and data source.
-std::string interrupted(int64_t k, std::shared_ptr<SaveAt> save) {
+Outcome interrupted(int64_t k, std::shared_ptr<SaveAt> save) {
+  std::vector<double> vals;  // the killed run's validations, then the resumed run's
   {
     Model r = make_run();
     struct StopAfterSave : frugal::Callback {
@@ -83,18 +97,20 @@ std::string interrupted(int64_t k, std::shared_ptr<SaveAt> save) {
     };
     auto stop = std::make_shared<StopAfterSave>();
     stop->s = save;
-    Trainer killed(options(k), {save, stop});
+    Trainer killed(options(k), {save, stop, std::make_shared<ValRecorder>(&vals)});
     EXPECT_THROW(killed.fit(*r.task, train_data(), train_data()), std::runtime_error);
   }
   torch::manual_seed(999);  // the resumed process starts from another RNG state
   Model r = make_run();
-  Trainer t(options(k));
+  Trainer t(options(k), {std::make_shared<ValRecorder>(&vals)});
   t.fit(*r.task, train_data(), train_data(), save->path);
   EXPECT_EQ(t.state().epoch, 3);
-  return frugal::params_sha256(*r.net);
+  return {frugal::params_sha256(*r.net), vals};
 }
 
 TEST(Checkpoint, ResumeAtEpochEndIsExact) {
+  // Saved in on_train_batch_end of the epoch's last batch: before that epoch's validation, which
+  // the resumed run must still do (the validation history is compared too).
   const std::string dir = frugal::testing::temp_dir("ckpt_epoch");
   EXPECT_EQ(interrupted(1, std::make_shared<SaveAt>(11, dir + "/a.ckpt")), reference(1));
 }
