@@ -54,8 +54,8 @@ struct Trainer::Fit {
   std::optional<at::Tensor> resume_device_rng;  // the accelerator's (CUDA) generator state
   std::optional<StateDict> resume_metrics;
   // Out-of-memory recovery (Note [Out-of-memory recovery]): what redoing the current accumulation
-  // window needs. Filled only with TrainerOptions::oom_recovery.
-  bool window_recorded = false;                     // the fields below describe the current window
+  // window needs. Filled only with TrainerOptions::oom_recovery; window_metrics is set from the
+  // window's first batch to its optimizer step.
   std::vector<Batch> window_batches;                // its batches so far, the current one last
   std::vector<at::Tensor> window_base_grads;        // gradients at its start (a resume inside it)
   std::optional<Metrics::Snapshot> window_metrics;  // the metrics at its start
@@ -596,7 +596,7 @@ at::Tensor Trainer::forward_backward(Task& task, const Batch& batch, int64_t i, 
 at::Tensor Trainer::recoverable_forward_backward(Task& task, const Batch& batch, int64_t i,
                                                  int64_t window, bool sync) {
   Fit& fit = *fit_;
-  if (!fit.window_recorded) {  // the window's first batch, or the first after a resume inside it
+  if (!fit.window_metrics) {  // the window's first batch, or the first after a resume inside it
     fit.window_batches.clear();
     fit.window_base_grads.clear();
     if (fit.window_open) {
@@ -606,7 +606,6 @@ at::Tensor Trainer::recoverable_forward_backward(Task& task, const Batch& batch,
     }
     fit.window_metrics = metrics_.snapshot();
     fit.window_base_nonfinite = fit.window_nonfinite;
-    fit.window_recorded = true;
   }
   fit.window_batches.push_back(batch);
   bool redo = false;
@@ -725,8 +724,7 @@ void Trainer::optimizer_step(Task& task) {
   FRUGAL_HOOK(on_before_zero_grad, task, optimizer);
   detail::zero_grad_set_to_none(optimizer);
   fit_->window_open = false;
-  if (fit_->window_recorded) {  // oom_recovery: the window is done, its batches can go
-    fit_->window_recorded = false;
+  if (fit_->window_metrics) {  // oom_recovery: the window is done, its batches can go
     fit_->window_batches.clear();
     fit_->window_base_grads.clear();
     fit_->window_metrics.reset();
