@@ -127,28 +127,27 @@ TEST(DdpEquivalence, CheckpointFromTwoRanksResumesOnOneAndBack) {
   ASSERT_EQ(ref.exit_code, 0) << ref.log;
   const auto expected = ft::load_state(d("ref.rank0"));
 
-  // 2 ranks x 8 for 4 steps, then 1 process x 16 to step 10.
-  auto a = ft::run_worker(
-      2, with(base, {"--batch-size", "8", "--max-steps", "4", "--save", d("two.ckpt")}),
-      d("a.log"));
-  ASSERT_EQ(a.exit_code, 0) << a.log;
-  auto b = ft::run_worker(0,
-                          with(base, {"--batch-size", "16", "--max-steps", "10", "--resume",
-                                      d("two.ckpt"), "--out", d("b")}),
-                          d("b.log"));
-  ASSERT_EQ(b.exit_code, 0) << b.log;
-  EXPECT_LE(ft::max_relative_difference(ft::load_state(d("b.rank0")), expected), 1e-6);
-
-  // 1 process x 16 for 4 steps, then 2 ranks x 8 to step 10.
-  auto c = ft::run_worker(
-      0, with(base, {"--batch-size", "16", "--max-steps", "4", "--save", d("one.ckpt")}),
-      d("c.log"));
-  ASSERT_EQ(c.exit_code, 0) << c.log;
-  auto e = ft::run_worker(2,
-                          with(base, {"--batch-size", "8", "--max-steps", "10", "--resume",
-                                      d("one.ckpt"), "--out", d("e")}),
-                          d("e.log"));
-  ASSERT_EQ(e.exit_code, 0) << e.log;
-  EXPECT_LE(ft::max_relative_difference(ft::load_state(d("e.rank0")), expected), 1e-6);
-  EXPECT_LE(ft::max_relative_difference(ft::load_state(d("e.rank1")), expected), 1e-6);
+  // Trains 4 steps on `first` ranks, saves, resumes on `then` ranks to step 10 (same global batch
+  // 16) and compares every rank's state with the reference.
+  auto resume_across = [&](int first, int then, const std::string& tag) {
+    auto batch = [](int ranks) { return std::to_string(ranks == 2 ? 8 : 16); };
+    const std::string ckpt = d(tag + ".ckpt");
+    auto a = ft::run_worker(
+        first, with(base, {"--batch-size", batch(first), "--max-steps", "4", "--save", ckpt}),
+        d(tag + "_a.log"));
+    ASSERT_EQ(a.exit_code, 0) << a.log;
+    auto b = ft::run_worker(then,
+                            with(base, {"--batch-size", batch(then), "--max-steps", "10",
+                                        "--resume", ckpt, "--out", d(tag)}),
+                            d(tag + "_b.log"));
+    ASSERT_EQ(b.exit_code, 0) << b.log;
+    for (int r = 0; r < std::max(then, 1); ++r) {
+      EXPECT_LE(ft::max_relative_difference(ft::load_state(d(tag + ".rank" + std::to_string(r))),
+                                            expected),
+                1e-6)
+          << tag << " rank " << r;
+    }
+  };
+  resume_across(2, 0, "two_to_one");  // 2 ranks x 8, then 1 process x 16
+  resume_across(0, 2, "one_to_two");  // 1 process x 16, then 2 ranks x 8
 }

@@ -15,22 +15,30 @@ TEST(DdpFailure, KilledRankStopsTheRunAndTheLauncherFails) {
   EXPECT_NE(r.log.find("rank 1"), std::string::npos) << r.log;
 }
 
-TEST(DdpFailure, SurvivorOfAKilledRankFailsWithAClearError) {
-  // Without the launcher: rank 1 dies by SIGKILL, rank 0 must notice by itself.
-  const std::string dir = ft::temp_dir("ddp_killed_nolauncher");
-  const int port = ft::free_port();
-  const std::string common =
-      "env FRUGAL_DDP_TIMEOUT_SECONDS=20 WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 "
-      "MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
-      std::to_string(port) + " ";
-  const std::string args = ft::join_args({"--samples", "4096", "--max-steps", "100000",
-                                          "--kill-rank", "1", "--kill-step", "3", "--root", dir});
-  const std::string worker = ft::shell_quote(FRUGAL_DDP_WORKER);
-  auto r = ft::run_shell(
+/// Two ranks started by hand, without a launcher: rank 1 in the background (its pid in $p), rank 0
+/// in the foreground with `sabotage` arguments for both; `after_rank0` runs when rank 0 ends and
+/// must exit with rank 0's code ($rc). Rank 0 has to notice the sabotaged rank by itself.
+ft::RunResult run_two_ranks_by_hand(const std::string& dir, int timeout_seconds,
+                                    const std::vector<std::string>& sabotage,
+                                    const std::string& after_rank0) {
+  const std::string common = "env FRUGAL_DDP_TIMEOUT_SECONDS=" + std::to_string(timeout_seconds) +
+                             " WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                             std::to_string(ft::free_port()) + " ";
+  std::vector<std::string> args = {"--samples", "4096", "--max-steps", "100000", "--root", dir};
+  args.insert(args.end(), sabotage.begin(), sabotage.end());
+  const std::string worker = ft::shell_quote(FRUGAL_DDP_WORKER) + ft::join_args(args);
+  return ft::run_shell(
       "timeout 120 sh -c " +
-          ft::shell_quote(common + "RANK=1 LOCAL_RANK=1 " + worker + args + " & " + common +
-                          "RANK=0 LOCAL_RANK=0 " + worker + args + "; rc=$?; wait; exit $rc"),
+          ft::shell_quote(common + "RANK=1 LOCAL_RANK=1 " + worker + " & p=$!; " + common +
+                          "RANK=0 LOCAL_RANK=0 " + worker + "; rc=$?; " + after_rank0),
       dir + "/run.log");
+}
+
+TEST(DdpFailure, SurvivorOfAKilledRankFailsWithAClearError) {
+  // Rank 1 dies by SIGKILL at step 3.
+  const std::string dir = ft::temp_dir("ddp_killed_nolauncher");
+  auto r =
+      run_two_ranks_by_hand(dir, 20, {"--kill-rank", "1", "--kill-step", "3"}, "wait; exit $rc");
   EXPECT_NE(r.exit_code, 0) << r.log;
   EXPECT_NE(r.exit_code, 124) << "timed out: " << r.log;
   EXPECT_LT(r.seconds, 60) << r.log;
@@ -38,21 +46,10 @@ TEST(DdpFailure, SurvivorOfAKilledRankFailsWithAClearError) {
 }
 
 TEST(DdpFailure, HungRankMakesTheOthersFailWithinTheTimeout) {
+  // Rank 1 hangs forever at step 3; rank 0 must fail on its own, then the script kills rank 1.
   const std::string dir = ft::temp_dir("ddp_hung");
-  const int port = ft::free_port();
-  const std::string common =
-      "env FRUGAL_DDP_TIMEOUT_SECONDS=10 WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 "
-      "MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
-      std::to_string(port) + " ";
-  const std::string args = ft::join_args({"--samples", "4096", "--max-steps", "100000",
-                                          "--hang-rank", "1", "--hang-step", "3", "--root", dir});
-  const std::string worker = ft::shell_quote(FRUGAL_DDP_WORKER);
-  // Rank 1 hangs forever; rank 0 must fail on its own, then the script kills rank 1.
-  auto r = ft::run_shell(
-      "timeout 120 sh -c " +
-          ft::shell_quote(common + "RANK=1 LOCAL_RANK=1 " + worker + args + " & p=$!; " + common +
-                          "RANK=0 LOCAL_RANK=0 " + worker + args + "; rc=$?; kill -9 $p; exit $rc"),
-      dir + "/run.log");
+  auto r = run_two_ranks_by_hand(dir, 10, {"--hang-rank", "1", "--hang-step", "3"},
+                                 "kill -9 $p; exit $rc");
   EXPECT_NE(r.exit_code, 0) << r.log;
   EXPECT_NE(r.exit_code, 124) << "timed out: " << r.log;
   EXPECT_LT(r.seconds, 60) << r.log;
