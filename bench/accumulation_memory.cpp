@@ -14,6 +14,8 @@
 #include <cstdio>
 #include <iostream>
 
+#include "bench_support.h"
+
 namespace {
 
 /// Trains `steps` optimizer steps with micro-batch `batch` and accumulation `k`; prints the
@@ -53,10 +55,7 @@ double run_child(const std::string& self, int64_t batch, int64_t k, int64_t step
   return static_cast<double>(bytes);
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using frugal::bench::median;
 
 }  // namespace
 

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "bench_support.h"
+
 namespace {
 
 torch::nn::Sequential make_net(int64_t blocks, int64_t channels) {
@@ -85,10 +87,7 @@ Result run_child(const std::string& command) {
   return {static_cast<double>(bytes), ms};
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using frugal::bench::median;
 
 }  // namespace
 

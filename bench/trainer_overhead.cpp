@@ -50,6 +50,8 @@
 #include <thread>
 #include <vector>
 
+#include "bench_support.h"
+
 #ifndef FRUGAL_BENCH_DIR
 #define FRUGAL_BENCH_DIR "bench"
 #endif
@@ -86,12 +88,7 @@ struct RunResult {
   double samples_per_second() const { return samples / std::max(seconds, 1e-12); }
 };
 
-double median(std::vector<double> values) {
-  if (values.empty()) return std::nan("");
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
+using frugal::bench::median;
 
 /// How much CPU the rest of the machine took while a run was timed: busy time of all CPUs
 /// (/proc/stat) minus the run's own CPU time, per second of wall time. Near 0 on a quiet machine;
