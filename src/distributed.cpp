@@ -12,12 +12,15 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <iostream>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <unordered_map>
 
 #include "frugal/error.h"
+#include "shm_allreduce.h"
 
 #if defined(USE_C10D_GLOO) || defined(USE_C10D_NCCL)
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -107,6 +110,7 @@ DataParallelConfig read_data_parallel_config(const TrainerOptions& options) {
   }
   if (auto ov = env_var("FRUGAL_DDP_OVERLAP")) config.overlap = *ov != "0";
   if (auto sw = env_var("FRUGAL_DDP_SPIN_WAIT")) config.spin_wait = *sw != "0";
+  if (auto shm = env_var("FRUGAL_DDP_SHM")) config.shared_memory = *shm != "0";
   return config;
 }
 
@@ -146,7 +150,9 @@ using std::chrono::milliseconds;
 // writes the averages back into .grad. The last bucket also carries one float per parameter,
 // 1 where this rank has a gradient for it: after the all-reduce every rank knows the same set of
 // parameters that were unused somewhere and decides the same thing (an error naming them, or with
-// find_unused_parameters, zeros; globally unused parameters keep no gradient). Nothing is
+// find_unused_parameters, zeros; globally unused parameters keep no gradient); after those, the
+// rank's votes on the step's decisions (Note [Step decisions travel with the gradients] in
+// trainer.cpp), so a step needs no collective besides its buckets. Nothing is
 // communicated on accumulation micro-steps (sync=false): gradients accumulate locally.
 // Buffers (BatchNorm's running statistics) are broadcast from rank 0 once per optimizer step,
 // launched before backward from a copy and written back after it (as DDP's broadcast_buffers,
@@ -155,8 +161,8 @@ template <class PG>
 class DataParallel final : public Strategy {
  public:
   DataParallel(c10::intrusive_ptr<PG> pg, const DistributedEnv& env, c10::Device device,
-               DataParallelConfig config)
-      : pg_(std::move(pg)), env_(env), device_(device), config_(config) {}
+               DataParallelConfig config, std::unique_ptr<ShmAllReduce> shm = nullptr)
+      : pg_(std::move(pg)), env_(env), device_(device), config_(config), shm_(std::move(shm)) {}
   ~DataParallel() override { remove_hooks(); }
 
   int64_t rank() const override { return env_.rank; }
@@ -211,10 +217,11 @@ class DataParallel final : public Strategy {
     }
   }
 
-  void before_backward(bool sync) override {
+  void before_backward(bool sync, const std::vector<bool>& votes) override {
     std::lock_guard<std::mutex> lock(mutex_);
     sync_ = sync;
     if (!sync) return;
+    votes_ = votes;
     std::fill(fired_.begin(), fired_.end(), false);
     for (auto& bucket : buckets_) {
       bucket.ready = 0;
@@ -223,7 +230,7 @@ class DataParallel final : public Strategy {
     }
     next_ = 0;
     buffer_work_.reset();
-    if (!buffers_.empty()) {
+    if (!buffers_.empty() && !shm_) {  // shared memory: after backward, with the gradients
       // From a copy: backward may read the buffers (BatchNorm in eval mode) while this runs.
       at::NoGradGuard no_grad;
       buffer_flat_ = flatten(buffers_);
@@ -234,13 +241,15 @@ class DataParallel final : public Strategy {
     }
   }
 
-  void after_backward(bool sync) override {
-    if (!sync) return;
+  std::vector<bool> after_backward(bool sync) override {
+    if (!sync) return {};
+    if (buckets_.empty()) return any(std::move(votes_));  // nothing trainable: vote on their own
     std::unique_lock<std::mutex> lock(mutex_);
     sync_ = false;  // a stray backward before the next sync step communicates nothing
     at::NoGradGuard no_grad;
     while (next_ < buckets_.size()) launch(next_++);
     lock.unlock();
+    if (shm_) reduce_in_shared_memory();
     if (buffer_work_) {
       wait(buffer_work_, "the buffer broadcast");
       buffer_work_.reset();
@@ -250,27 +259,25 @@ class DataParallel final : public Strategy {
       wait(bucket.work, "the gradient all-reduce");
       bucket.work.reset();
     }
-    // Which parameters had a gradient, on how many ranks (the last bucket's tail).
-    at::Tensor used;
-    if (!buckets_.empty()) {
-      const at::Tensor& last = buckets_.back().flat;
-      used = last.narrow(0, last.numel() - static_cast<int64_t>(params_.size()),
-                         static_cast<int64_t>(params_.size()))
-                 .to(at::kCPU, at::kFloat);
-    }
+    // The last bucket's tail: on how many ranks each parameter had a gradient, then the votes.
+    const auto n_params = static_cast<int64_t>(params_.size());
+    const auto n_votes = static_cast<int64_t>(votes_.size());
+    const at::Tensor& last = buckets_.back().flat;
+    const at::Tensor tail = last.narrow(0, last.numel() - n_params - n_votes, n_params + n_votes)
+                                .to(at::kCPU, at::kFloat);
+    const float* u = tail.data_ptr<float>();
+    std::vector<bool> agreed(votes_.size());
+    for (int64_t v = 0; v < n_votes; ++v) agreed[v] = u[n_params + v] > 0.5f;
     std::vector<bool> globally_unused(params_.size(), false);
     std::string partly;
     std::string nowhere;
-    if (used.defined()) {
-      const float* u = used.data_ptr<float>();
-      for (size_t k = 0; k < params_.size(); ++k) {
-        const auto n = static_cast<int64_t>(std::lround(u[k]));
-        if (n == env_.world_size) continue;
-        globally_unused[k] = n == 0;
-        std::string& list = n == 0 ? nowhere : partly;
-        if (!list.empty()) list += ", ";
-        list += names_[k];
-      }
+    for (size_t k = 0; k < params_.size(); ++k) {
+      const auto n = static_cast<int64_t>(std::lround(u[k]));
+      if (n == env_.world_size) continue;
+      globally_unused[k] = n == 0;
+      std::string& list = n == 0 ? nowhere : partly;
+      if (!list.empty()) list += ", ";
+      list += names_[k];
     }
     if (!config_.find_unused_parameters && (!partly.empty() || !nowhere.empty())) {
       for (auto& bucket : buckets_) bucket.flat = at::Tensor();
@@ -283,23 +290,23 @@ class DataParallel final : public Strategy {
     }
     const double world = static_cast<double>(env_.world_size);
     for (auto& bucket : buckets_) {
-      bucket.flat.div_(world);
       int64_t offset = 0;
       for (size_t k : bucket.params) {
         at::Tensor& p = params_[k];
         const int64_t n = p.numel();
-        at::Tensor avg = bucket.flat.narrow(0, offset, n).view(p.sizes());
+        const at::Tensor sum = bucket.flat.narrow(0, offset, n).view(p.sizes());
         offset += n;
         if (globally_unused[k]) {
           p.mutable_grad() = at::Tensor();
         } else if (p.grad().defined()) {
-          p.mutable_grad().copy_(avg);
+          at::div_out(p.mutable_grad(), sum, world);  // the average, in one pass
         } else {
-          p.mutable_grad() = avg.clone();
+          p.mutable_grad() = sum / world;
         }
       }
       bucket.flat = at::Tensor();
     }
+    return agreed;
   }
 
   void all_reduce_sum(std::vector<at::Tensor>& tensors) override {
@@ -427,14 +434,36 @@ class DataParallel final : public Strategy {
     if (!sync_ || fired_[k]) return;
     fired_[k] = true;
     if (++buckets_[bucket_of_[k]].ready < buckets_[bucket_of_[k]].params.size()) return;
-    if (!config_.overlap) return;
+    if (!config_.overlap || shm_) return;
     at::NoGradGuard no_grad;
     while (next_ < buckets_.size() && buckets_[next_].ready == buckets_[next_].params.size()) {
       launch(next_++);
     }
   }
 
-  /// Flattens bucket `b`'s gradients (zeros where there is none) and starts their all-reduce.
+  /// Note [Shared-memory all-reduce] (shm_allreduce.cpp): ranks on one machine sum the buckets
+  /// through shared memory, here, after backward and on this thread: 0.27 ms for the example
+  /// CNN's 1.6 MB where Gloo over loopback took 1.2 ms, and no collective to overlap (on busy
+  /// cores overlapping did not pay: the communication is CPU work too). The buffers go the same
+  /// way: rank 0 adds its values, the others zeros, so every rank gets rank 0's exactly.
+  void reduce_in_shared_memory() {
+    try {
+      for (auto& bucket : buckets_) shm_->all_reduce_sum(bucket.flat);
+      if (!buffers_.empty()) {
+        at::NoGradGuard no_grad;
+        at::Tensor flat = flatten(buffers_);
+        if (env_.rank != 0) flat.zero_();
+        shm_->all_reduce_sum(flat);
+        if (env_.rank != 0) unflatten_into(flat, buffers_);
+      }
+    } catch (const std::exception& e) {
+      FRUGAL_CHECK(false, "data parallel: the gradient all-reduce failed on rank ", env_.rank,
+                   " of ", env_.world_size, ": ", e.what());
+    }
+  }
+
+  /// Flattens bucket `b`'s gradients (zeros where there is none) and starts their all-reduce
+  /// (with shared memory: only flattens; reduce_in_shared_memory sums them all after backward).
   void launch(size_t b) {
     Bucket& bucket = buckets_[b];
     const at::Tensor& first = params_[bucket.params.front()];
@@ -446,12 +475,15 @@ class DataParallel final : public Strategy {
                                   : at::zeros({params_[k].numel()}, first.options()));
     }
     if (b + 1 == buckets_.size()) {
-      // Which parameters have a gradient here (buckets launch in order, so all are known now).
-      std::vector<float> has(params_.size());
-      for (size_t k = 0; k < params_.size(); ++k) has[k] = params_[k].grad().defined() ? 1.f : 0.f;
-      parts.push_back(at::tensor(has, at::kFloat).to(first.options()));
+      // Which parameters have a gradient here (buckets launch in order, so all are known now),
+      // then this rank's votes (Note [Step decisions travel with the gradients]).
+      std::vector<float> tail(params_.size() + votes_.size());
+      for (size_t k = 0; k < params_.size(); ++k) tail[k] = params_[k].grad().defined() ? 1.f : 0.f;
+      for (size_t v = 0; v < votes_.size(); ++v) tail[params_.size() + v] = votes_[v] ? 1.f : 0.f;
+      parts.push_back(at::tensor(tail, at::kFloat).to(first.options()));
     }
     bucket.flat = at::cat(parts);
+    if (shm_) return;
     std::vector<at::Tensor> v{bucket.flat};
     bucket.work = pg_->allreduce(v);
   }
@@ -477,6 +509,7 @@ class DataParallel final : public Strategy {
   size_t next_ = 0;
   at::Tensor buffer_flat_;
   c10::intrusive_ptr<c10d::Work> buffer_work_;
+  std::unique_ptr<ShmAllReduce> shm_;  // ranks on one machine, CPU: see reduce_in_shared_memory
 };
 
 #if defined(USE_C10D_GLOO) || defined(USE_C10D_NCCL)
@@ -507,6 +540,52 @@ c10::intrusive_ptr<c10d::Store> make_store(const DistributedEnv& env, millisecon
 }
 #endif
 
+#ifdef USE_C10D_GLOO
+/// The shared-memory all-reduce for CPU ranks that all run on one machine (LOCAL_WORLD_SIZE ==
+/// WORLD_SIZE), or nullptr: when it is turned off (FRUGAL_DDP_SHM=0), when the ranks span
+/// machines, or when any rank cannot map the segment (a small /dev/shm, another container): the
+/// ranks agree over Gloo, and all use Gloo if one cannot.
+std::unique_ptr<ShmAllReduce> open_shared_memory(c10d::Store& store, c10d::ProcessGroupGloo& pg,
+                                                 const DistributedEnv& env,
+                                                 const DataParallelConfig& config) {
+  if (!config.shared_memory || env.world_size < 2 || env.local_world_size != env.world_size) {
+    return nullptr;
+  }
+  // A fresh name per job; rank 0 unlinks it as soon as every rank has mapped the segment.
+  if (env.rank == 0) {
+    std::random_device random;
+    const std::string name = "/frugal-" + std::to_string(::getpid()) + "-" +
+                             std::to_string(random()) + std::to_string(random());
+    store.set("shm_name", std::vector<uint8_t>(name.begin(), name.end()));
+  }
+  const std::vector<uint8_t> bytes = store.get("shm_name");
+  const std::string name(bytes.begin(), bytes.end());
+  std::unique_ptr<ShmAllReduce> shm;
+  std::string reason;
+  try {
+    // Pieces of at most 4 MiB: (WORLD_SIZE + 1) x 4 MiB of /dev/shm, which Docker keeps at 64 MiB
+    // by default. Every rank is connected already, so a short timeout for finding the segment.
+    const double open_seconds = std::min(config.timeout_seconds, 10.0);
+    shm = ShmAllReduce::open(name, env.rank, env.world_size, 4 << 20,
+                             milliseconds(static_cast<int64_t>(open_seconds * 1000)));
+    shm->set_timeout(milliseconds(static_cast<int64_t>(config.timeout_seconds * 1000)));
+  } catch (const std::exception& e) {
+    reason = e.what();
+    shm.reset();
+  }
+  // Every rank uses shared memory, or none does.
+  at::Tensor ok = at::full({1}, shm ? 1 : 0, at::kInt);
+  std::vector<at::Tensor> v{ok};
+  pg.allreduce(v)->wait();
+  if (ok.item<int>() == env.world_size) return shm;
+  if (!reason.empty()) {
+    std::cerr << "frugal: rank " << env.rank << ": gradients go over Gloo, not shared memory ("
+              << reason.substr(0, reason.find('\n')) << ")\n";
+  }
+  return nullptr;
+}
+#endif
+
 }  // namespace
 
 std::unique_ptr<Strategy> make_data_parallel(const TrainerOptions& options,
@@ -528,6 +607,9 @@ std::unique_ptr<Strategy> make_data_parallel(const TrainerOptions& options,
     opts->timeout = timeout;
     auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, static_cast<int>(env.rank),
                                                           static_cast<int>(env.world_size), opts);
+    if (env.rank == 0) {
+      std::cerr << "frugal: data parallel on " << env.world_size << " CUDA ranks (NCCL)\n";
+    }
     return std::make_unique<DataParallel<c10d::ProcessGroupNCCL>>(
         pg, env, c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank)), config);
 #else
@@ -557,8 +639,13 @@ std::unique_ptr<Strategy> make_data_parallel(const TrainerOptions& options,
                  " could not connect the Gloo process group within ", config.timeout_seconds,
                  " s: ", reason.substr(0, reason.find('\n')));
   }
+  auto shm = open_shared_memory(*store, *pg, env, config);
+  if (env.rank == 0) {
+    std::cerr << "frugal: data parallel on " << env.world_size << " CPU ranks (Gloo), gradients "
+              << (shm ? "through shared memory" : "over Gloo") << "\n";
+  }
   return std::make_unique<DataParallel<c10d::ProcessGroupGloo>>(pg, env, c10::Device(c10::kCPU),
-                                                                config);
+                                                                config, std::move(shm));
 #else
   FRUGAL_CHECK(false, "data-parallel training (WORLD_SIZE=", env.world_size,
                ") needs c10d's Gloo backend on CPU, and this build of frugal has none (Gloo's "

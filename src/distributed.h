@@ -43,6 +43,9 @@ struct DataParallelConfig {
   /// CPU (Gloo) only: wait for a collective by polling it, yielding the core, instead of sleeping
   /// on its condition variable. FRUGAL_DDP_SPIN_WAIT=0 turns it off. See Note [Waiting for Gloo].
   bool spin_wait = true;
+  /// CPU ranks that all run on one machine sum gradients (and buffers) through shared memory
+  /// instead of Gloo (Note [Shared-memory all-reduce]); FRUGAL_DDP_SHM=0 turns it off.
+  bool shared_memory = true;
 };
 DataParallelConfig read_data_parallel_config(const TrainerOptions& options);
 

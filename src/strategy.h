@@ -32,9 +32,15 @@ class Strategy {
   virtual void before_forward(torch::nn::Module& /*module*/) {}
   /// Before backward: `sync` is true on the last micro-batch of an accumulation window (the only
   /// one whose gradients are communicated; the others accumulate locally, as DDP's no_sync).
-  virtual void before_backward(bool /*sync*/) {}
-  /// After backward: with `sync`, waits until every gradient is averaged over all ranks.
-  virtual void after_backward(bool /*sync*/) {}
+  /// With `sync`, `votes` are this rank's flags for the decisions every rank must take together
+  /// at the end of the step (see Note [Step decisions travel with the gradients] in trainer.cpp).
+  virtual void before_backward(bool sync, const std::vector<bool>& votes) {
+    votes_ = sync ? votes : std::vector<bool>();
+  }
+  /// After backward: with `sync`, waits until every gradient is averaged over all ranks and
+  /// returns the votes given to before_backward, each true if it is true on any rank (one
+  /// process: as given); without `sync`, nothing.
+  virtual std::vector<bool> after_backward(bool /*sync*/) { return std::move(votes_); }
   /// Sums every tensor over all ranks, in place.
   virtual void all_reduce_sum(std::vector<at::Tensor>& /*tensors*/) {}
   /// For each flag: true on every rank if it is true on any rank.
@@ -42,6 +48,9 @@ class Strategy {
   virtual void barrier() {}
   /// End of fit: release hooks (the process group lives as long as the Trainer).
   virtual void teardown() {}
+
+ protected:
+  std::vector<bool> votes_;  // before_backward's, until after_backward
 };
 
 /// The strategy the options and the environment ask for (RANK/WORLD_SIZE from torchrun or

@@ -251,6 +251,9 @@ class Trainer {
   void step_scheduler(Interval interval);
   bool should_validate(int64_t batch_idx, bool stopping) const;
   bool can_stop(bool at_epoch_end) const;
+  enum Vote : size_t { kVotePreempt, kVoteStop, kVoteSkip, kVoteCount };
+  std::vector<bool> step_votes() const;
+  std::vector<bool> step_decisions() const;
   bool max_steps_reached() const;
   void log_epoch_metrics();
   std::vector<std::string> run_evaluation(Task& task, BatchSource& data, Stage stage,

@@ -27,6 +27,11 @@ void expect_two_ranks_equal_one(const std::string& name, const std::vector<std::
       2, with(common, {"--batch-size", std::to_string(b), "--out", d("two"), "--root", d.dir}),
       d("two.log"), env);
   ASSERT_EQ(two.exit_code, 0) << two.log;
+  // Ranks on one machine sum through shared memory unless FRUGAL_DDP_SHM=0 asks for Gloo.
+  const bool gloo = env.find("FRUGAL_DDP_SHM=0") != std::string::npos;
+  EXPECT_NE(two.log.find(gloo ? "gradients over Gloo" : "gradients through shared memory"),
+            std::string::npos)
+      << two.log;
   auto one = ft::run_worker(
       0, with(common, {"--batch-size", std::to_string(2 * b), "--out", d("one"), "--root", d.dir}),
       d("one.log"), env);
@@ -49,11 +54,23 @@ TEST(DdpEquivalence, TwoRanksEqualOneProcessWithDoubleBatch) {
   expect_two_ranks_equal_one("ddp_plain", {"--model", "mlp", "--max-steps", "10"}, 8);
 }
 
+TEST(DdpEquivalence, TwoRanksEqualOneProcessOverGloo) {
+  expect_two_ranks_equal_one("ddp_plain_gloo", {"--model", "mlp", "--max-steps", "10"}, 8,
+                             "FRUGAL_DDP_SHM=0");
+}
+
 TEST(DdpEquivalence, WithGradientAccumulationAndSmallBuckets) {
-  // ~1 KB buckets: the MLP's gradients travel in several all-reduces launched during backward.
+  // ~1 KB buckets: the MLP's gradients travel in several all-reduces.
   expect_two_ranks_equal_one("ddp_accum",
                              {"--model", "mlp", "--max-steps", "6", "--accumulate", "3"}, 4,
                              "FRUGAL_DDP_BUCKET_MB=0.001");
+}
+
+TEST(DdpEquivalence, WithGradientAccumulationAndSmallBucketsOverGloo) {
+  // Over Gloo the buckets are launched from the autograd hooks, during backward.
+  expect_two_ranks_equal_one("ddp_accum_gloo",
+                             {"--model", "mlp", "--max-steps", "6", "--accumulate", "3"}, 4,
+                             "FRUGAL_DDP_BUCKET_MB=0.001 FRUGAL_DDP_SHM=0");
 }
 
 TEST(DdpEquivalence, FrozenParametersAreSkipped) {
@@ -67,16 +84,20 @@ TEST(DdpEquivalence, BatchNormInEvalConsistentForm) {
 
 TEST(DdpEquivalence, BatchNormBuffersStayConsistentAcrossRanks) {
   // Training-mode BatchNorm normalises by per-rank batch statistics (as DDP), so only the ranks'
-  // agreement is expected: rank 0's running statistics are broadcast every step.
-  Dirs d("ddp_bn");
-  auto two = ft::run_worker(2,
-                            {"--model", "bn", "--max-steps", "7", "--batch-size", "8", "--out",
-                             d("two"), "--root", d.dir},
-                            d("two.log"));
-  ASSERT_EQ(two.exit_code, 0) << two.log;
-  EXPECT_EQ(
-      ft::max_relative_difference(ft::load_state(d("two.rank0")), ft::load_state(d("two.rank1"))),
-      0.0);
+  // agreement is expected: rank 0's running statistics are broadcast every step (through shared
+  // memory, and over Gloo).
+  for (const std::string env : {"", "FRUGAL_DDP_SHM=0"}) {
+    Dirs d(env.empty() ? "ddp_bn" : "ddp_bn_gloo");
+    auto two = ft::run_worker(2,
+                              {"--model", "bn", "--max-steps", "7", "--batch-size", "8", "--out",
+                               d("two"), "--root", d.dir},
+                              d("two.log"), env);
+    ASSERT_EQ(two.exit_code, 0) << two.log;
+    EXPECT_EQ(
+        ft::max_relative_difference(ft::load_state(d("two.rank0")), ft::load_state(d("two.rank1"))),
+        0.0)
+        << env;
+  }
 }
 
 TEST(DdpEquivalence, UnusedParameterIsAClearErrorOnEveryRank) {

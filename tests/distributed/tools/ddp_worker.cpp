@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <thread>
 
 #include "test_support.h"
@@ -75,10 +76,20 @@ std::shared_ptr<torch::nn::Module> make_model(const std::string& name, int64_t f
   return net.ptr();
 }
 
-/// Counts correct predictions and samples exactly (sums over ranks).
+/// Counts correct predictions and samples exactly (sums over ranks); returns a NaN loss on rank
+/// `nan_rank` at global step `nan_step`.
 class CountingClassifier : public frugal::Classifier {
  public:
   using frugal::Classifier::Classifier;
+  int64_t nan_rank = -1, nan_step = -1;
+  at::Tensor training_step(const frugal::Batch& batch, frugal::StepContext& ctx) override {
+    at::Tensor loss = frugal::Classifier::training_step(batch, ctx);
+    const frugal::Trainer& trainer = ctx.trainer();
+    if (trainer.global_rank() == nan_rank && trainer.state().global_step == nan_step) {
+      return loss * std::numeric_limits<double>::quiet_NaN();
+    }
+    return loss;
+  }
   void validation_step(const frugal::Batch& batch, frugal::StepContext& ctx) override {
     frugal::Classifier::validation_step(batch, ctx);
     at::Tensor correct = forward(batch.data).argmax(1).eq(batch.target).sum().to(at::kDouble);
@@ -89,12 +100,16 @@ class CountingClassifier : public frugal::Classifier {
   }
 };
 
-/// Ends this process abruptly (SIGKILL) or makes it hang, at a given step on a given rank.
+/// Ends this process abruptly (SIGKILL), makes it hang, requests a stop or sends itself SIGTERM,
+/// at a given step on a given rank.
 struct Saboteur : frugal::Callback {
   int64_t kill_rank = -1, kill_step = -1, hang_rank = -1, hang_step = -1;
+  int64_t stop_rank = -1, stop_step = -1, signal_rank = -1, signal_step = -1;
   void on_train_batch_end(frugal::Trainer& trainer, frugal::Task&, const at::Tensor&,
                           const frugal::Batch&, int64_t) override {
     const int64_t step = trainer.state().global_step;
+    if (trainer.global_rank() == stop_rank && step == stop_step) trainer.request_stop("asked");
+    if (trainer.global_rank() == signal_rank && step == signal_step) std::raise(SIGTERM);
     if (trainer.global_rank() == kill_rank && step >= kill_step) std::raise(SIGKILL);
     if (trainer.global_rank() == hang_rank && step >= hang_step) {
       for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
@@ -130,6 +145,15 @@ int main(int argc, char** argv) {
   app.add_option("--kill-step", sab.kill_step);
   app.add_option("--hang-rank", sab.hang_rank);
   app.add_option("--hang-step", sab.hang_step);
+  app.add_option("--stop-rank", sab.stop_rank, "requests a stop on this rank at --stop-step");
+  app.add_option("--stop-step", sab.stop_step);
+  app.add_option("--signal-rank", sab.signal_rank, "SIGTERM to itself at --signal-step");
+  app.add_option("--signal-step", sab.signal_step);
+  int64_t nan_rank = -1, nan_step = -1;
+  std::string nan_loss = "raise";
+  app.add_option("--nan-rank", nan_rank, "a NaN loss on this rank at --nan-step");
+  app.add_option("--nan-step", nan_step);
+  app.add_option("--nan-loss", nan_loss, "raise or skip");
   CLI11_PARSE(app, argc, argv);
   try {
     torch::set_num_threads(1);
@@ -140,12 +164,15 @@ int main(int argc, char** argv) {
     frugal::Classifier::Forward fwd;
     auto net = make_model(model, features, classes, &fwd);
     CountingClassifier task(net, fwd, frugal::SGD(lr, /*momentum=*/0.9));
+    task.nan_rank = nan_rank;
+    task.nan_step = nan_step;
     auto data = frugal::testing::make_toy_data(samples, features, classes, /*seed=*/3);
     frugal::TrainerOptions options = frugal::testing::quiet_options(root);
     options.max_steps(max_steps)
         .max_epochs(max_epochs)
         .accumulate_grad_batches(accumulate)
         .num_sanity_val_steps(0)
+        .nan_loss(nan_loss == "skip" ? frugal::NanLossPolicy::kSkip : frugal::NanLossPolicy::kRaise)
         .accelerator("cpu");
     auto saboteur = std::make_shared<Saboteur>(sab);
     frugal::Trainer trainer(options, {saboteur});
@@ -169,6 +196,9 @@ int main(int argc, char** argv) {
       m.precision(17);
       for (const auto& [k, v] : results) m << k << " " << v << "\n";
       m << "global_step " << trainer.state().global_step << "\n";
+      m << "skipped_steps " << trainer.state().skipped_steps << "\n";
+      m << "preempted "
+        << (trainer.state().stop_reason.find("saved checkpoint") != std::string::npos) << "\n";
     }
     return 0;
   } catch (const std::exception& e) {
