@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 #include <frugal/callbacks/progress_bar.h>
 #include <frugal/classifier.h>
+#include <frugal/cpu_memory.h>
 #include <frugal/data.h>
 #include <frugal/datasets/mnist.h>
 #include <frugal/error.h>
@@ -422,6 +423,12 @@ int main(int argc, char** argv) {
       FRUGAL_CHECK(b >= 1, "--batch-sizes: every batch size must be >= 1, got ", b);
     }
     torch::set_num_threads(args.threads);
+    // The Trainer keeps freed CPU memory for reuse while it fits (frugal/cpu_memory.h), and the
+    // setting outlives the fit: set it for the whole process, so the hand loop runs under the
+    // same allocator from its first run. The Python loop keeps glibc's defaults.
+    const bool kept = frugal::keep_freed_cpu_memory();
+    fmt::print("malloc: {}\n", kept ? "freed CPU memory kept for reuse (as the Trainer does)"
+                                    : "left as the environment set it");
 
     // Set-up, not timed: the data, the Python child, a folder for the CSV logs.
     auto all = frugal::datasets::FashionMnist::load(args.data_dir);

@@ -23,6 +23,7 @@
 #include "frugal/callbacks/progress_bar.h"
 #include "frugal/callbacks/timer.h"
 #include "frugal/checkpoint.h"
+#include "frugal/cpu_memory.h"
 #include "frugal/error.h"
 #include "frugal/lr_scheduler.h"
 #include "frugal/version.h"
@@ -274,8 +275,18 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
   fit_ = std::make_unique<Fit>();
   fit_->task = &task;
   SignalScope signals;
+  // frugal/cpu_memory.h: freed tensor memory stays in the process while fit trains on the CPU.
+  struct CpuMemoryScope {
+    bool kept = false;
+    ~CpuMemoryScope() {
+      if (kept) release_freed_cpu_memory();
+    }
+  } cpu_memory;
   try {
     prepare(task, train.get(), val.get());
+    if (device_.is_cpu() && options_.cpu_malloc_tuning() && options_.effective_batch_size() == 0) {
+      cpu_memory.kept = keep_freed_cpu_memory();
+    }
     FRUGAL_HOOK(setup, task, TrainerFn::kFit);
     if (options_.effective_batch_size() > 0) plan_micro_batch(task, *train);
     configure_optimization(task);

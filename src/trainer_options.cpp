@@ -220,6 +220,7 @@ std::map<std::string, std::string> TrainerOptions::to_map() const {
       {"memory_budget", s(memory_budget_)},
       {"effective_batch_size", s(effective_batch_size_)},
       {"oom_recovery", b(oom_recovery_)},
+      {"cpu_malloc_tuning", b(cpu_malloc_tuning_)},
   };
 }
 

@@ -329,7 +329,8 @@ TrainerOptions Trials::trainer_options(const TrialConfig& config) const {
       .strategy("single_device")
       .enable_progress_bar(false)
       .logger(false)
-      .num_sanity_val_steps(0);
+      .num_sanity_val_steps(0)
+      .cpu_malloc_tuning(false);  // trials measure memory under the allocator the caller set up
   return o;
 }
 

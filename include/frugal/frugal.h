@@ -12,6 +12,7 @@
 #include <frugal/callbacks/timer.h>
 #include <frugal/checkpoint.h>
 #include <frugal/classifier.h>
+#include <frugal/cpu_memory.h>
 #include <frugal/data.h>
 #include <frugal/datasets/mnist.h>
 #include <frugal/error.h>

@@ -130,6 +130,11 @@ struct TrainerOptions {
   /// to micro-batch 1; logged as train/oom_recoveries. Single device only; holds the current
   /// window's batches to redo it. See docs/budget.md.
   TORCH_ARG(bool, oom_recovery) = false;
+  /// Training on the CPU: fit makes glibc's malloc keep freed tensor memory for reuse instead of
+  /// handing it back to the kernel after every step (frugal/cpu_memory.h), and returns it when
+  /// fit ends: 15% faster steps for the example CNN. Not in budget mode (the finder measures
+  /// memory), nor when the environment sets malloc's thresholds (MALLOC_MMAP_THRESHOLD_, ...).
+  TORCH_ARG(bool, cpu_malloc_tuning) = true;
 
  public:
   /// Sets max_time from "DD:HH:MM:SS" (Lightning's format) or a duration.
