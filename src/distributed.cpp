@@ -8,10 +8,12 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/nn/module.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <random>
@@ -550,6 +552,22 @@ std::unique_ptr<ShmAllReduce> open_shared_memory(c10d::Store& store, c10d::Proce
                                                  const DataParallelConfig& config) {
   if (!config.shared_memory || env.world_size < 2 || env.local_world_size != env.world_size) {
     return nullptr;
+  }
+  // The launcher's LOCAL_WORLD_SIZE may be a guess (Slurm without SLURM_NTASKS_PER_NODE): every
+  // rank publishes its host and boot, and all see the same list, so all decide alike.
+  std::string here;
+  {
+    char host[256] = {};
+    ::gethostname(host, sizeof(host) - 1);
+    std::ifstream boot("/proc/sys/kernel/random/boot_id");
+    std::string boot_id;
+    std::getline(boot, boot_id);
+    here = std::string(host) + "/" + boot_id;
+  }
+  store.set("shm_host/" + std::to_string(env.rank), std::vector<uint8_t>(here.begin(), here.end()));
+  const std::vector<uint8_t> rank0 = store.get("shm_host/0");
+  for (int64_t r = 1; r < env.world_size; ++r) {
+    if (store.get("shm_host/" + std::to_string(r)) != rank0) return nullptr;  // several machines
   }
   // A fresh name per job; rank 0 unlinks it as soon as every rank has mapped the segment.
   if (env.rank == 0) {
