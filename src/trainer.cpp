@@ -477,6 +477,13 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
           true;  // a checkpoint saved by the validation's hooks resumes after it
       run_evaluation(task, *val, Stage::kValidate, fit_->val_batches, /*sanity=*/false);
       task.module().train();
+      // As Lightning: a stop the validation asked for (EarlyStopping) takes effect now, not
+      // after another batch; at a window's end only, and agreed by every rank (the epoch's last
+      // batch is left to the epoch-end decision in run_training).
+      if (!stopped && window_end && i + 1 < n) {
+        stopped = strategy_->any({state_.should_stop && can_stop(/*at_epoch_end=*/false)})[0];
+        if (stopped && !state_.should_stop) request_stop("stop requested on another rank");
+      }
     }
     if (stopped) break;
   }

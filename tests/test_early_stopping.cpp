@@ -259,13 +259,17 @@ TEST(EarlyStopping, PatienceCountsValidationChecksNotEpochs) {
 TEST(EarlyStopping, TwoValidationsPerEpochAreTwoChecks) {
   // val_check_interval 0.5 with 2 training batches: a check after each batch, both seeing the
   // epoch's value. Checks: 1.0 best, 1.0 (wait 1) | 1.0 (wait 2) -> asks to stop in epoch 1,
-  // at its first check (the Trainer keeps the first reason it was given).
+  // at its first check (the Trainer keeps the first reason it was given). As in Lightning, the
+  // stop takes effect right after that validation: epoch 1's second batch is not trained.
   ScriptedTask task({1.0});
   auto es = std::make_shared<EarlyStopping>(quiet("val/loss").patience(2));
-  Trainer trainer(opts(10).val_check_interval(0.5), {es});
+  auto count = std::make_shared<CountValidations>();
+  Trainer trainer(opts(10).val_check_interval(0.5), {es, count});
   fit(trainer, task);
   EXPECT_EQ(es->stopped_epoch(), 1);
-  EXPECT_LE(trainer.state().epoch, 2);  // whether epoch 1 completes is the Trainer's business
+  EXPECT_EQ(trainer.state().epoch, 1);
+  EXPECT_EQ(trainer.state().global_step, 3);
+  EXPECT_EQ(count->n, 3);
   EXPECT_THAT(trainer.state().stop_reason, HasSubstr("did not improve in the last 2 checks"));
 }
 
