@@ -1,5 +1,6 @@
-// Decisions every rank must take together, asked for on one rank only: a stop request, a signal
-// (checkpoint and stop), a non-finite loss under NanLossPolicy::kSkip. They travel with the
+// Decisions every rank must take together, asked for on one rank only: a stop request (in a
+// training step's hooks or in a validation), a signal (checkpoint and stop), a non-finite loss
+// under NanLossPolicy::kSkip. They travel with the
 // step's gradients (Note [Step decisions travel with the gradients] in src/trainer.cpp): no rank
 // waits for another, and the ranks end with equal parameters at the same step.
 #include <filesystem>
@@ -46,6 +47,23 @@ TEST(DdpDecisions, StopOnOneRankStopsEveryRankOneStepLater) {
                             dir + "/single.log");
   ASSERT_EQ(one.exit_code, 0) << one.log;
   EXPECT_EQ(ft::load_metrics(dir + "/single.rank0.metrics")["global_step"], 3);
+}
+
+TEST(DdpDecisions, StopAskedByOneRanksValidationStopsEveryRankRightAway) {
+  // Validation every 2 batches; rank 1's validation at step 4 asks to stop (as an EarlyStopping
+  // deciding on unsynced metrics might): every rank stops right there, as one process does.
+  const std::string dir = ft::temp_dir("ddp_val_stop_one_rank");
+  TwoRanks two = run_two(dir, {"--val-every", "2", "--val-stop-rank", "1", "--val-stop-step", "4"});
+  EXPECT_EQ(two.m0["global_step"], 4);
+  EXPECT_EQ(two.m1["global_step"], 4);
+  EXPECT_EQ(two.rank_difference, 0.0);
+
+  auto one = ft::run_worker(0,
+                            {"--max-steps", "10", "--val-every", "2", "--val-stop-rank", "0",
+                             "--val-stop-step", "4", "--out", dir + "/single", "--root", dir},
+                            dir + "/single.log");
+  ASSERT_EQ(one.exit_code, 0) << one.log;
+  EXPECT_EQ(ft::load_metrics(dir + "/single.rank0.metrics")["global_step"], 4);
 }
 
 TEST(DdpDecisions, SignalOnOneRankCheckpointsAndStopsEveryRank) {

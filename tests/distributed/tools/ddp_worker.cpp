@@ -105,6 +105,13 @@ class CountingClassifier : public frugal::Classifier {
 struct Saboteur : frugal::Callback {
   int64_t kill_rank = -1, kill_step = -1, hang_rank = -1, hang_step = -1;
   int64_t stop_rank = -1, stop_step = -1, signal_rank = -1, signal_step = -1;
+  int64_t val_stop_rank = -1, val_stop_step = -1;
+  void on_validation_end(frugal::Trainer& trainer, frugal::Task&) override {
+    if (trainer.global_rank() == val_stop_rank && trainer.state().global_step >= val_stop_step &&
+        !trainer.state().sanity_checking) {
+      trainer.request_stop("asked by a validation");
+    }
+  }
   void on_train_batch_end(frugal::Trainer& trainer, frugal::Task&, const at::Tensor&,
                           const frugal::Batch&, int64_t) override {
     const int64_t step = trainer.state().global_step;
@@ -149,6 +156,10 @@ int main(int argc, char** argv) {
   app.add_option("--stop-step", sab.stop_step);
   app.add_option("--signal-rank", sab.signal_rank, "SIGTERM to itself at --signal-step");
   app.add_option("--signal-step", sab.signal_step);
+  app.add_option("--val-stop-rank", sab.val_stop_rank, "requests a stop in a validation");
+  app.add_option("--val-stop-step", sab.val_stop_step, "... from this global step on");
+  int64_t val_every = 0;
+  app.add_option("--val-every", val_every, "fit: validate every n batches (0: no validation)");
   int64_t nan_rank = -1, nan_step = -1;
   std::string nan_loss = "raise";
   app.add_option("--nan-rank", nan_rank, "a NaN loss on this rank at --nan-step");
@@ -174,13 +185,19 @@ int main(int argc, char** argv) {
         .num_sanity_val_steps(0)
         .nan_loss(nan_loss == "skip" ? frugal::NanLossPolicy::kSkip : frugal::NanLossPolicy::kRaise)
         .accelerator("cpu");
+    if (val_every > 0) options.val_check_interval(val_every).check_val_every_n_epoch(0);
     auto saboteur = std::make_shared<Saboteur>(sab);
     frugal::Trainer trainer(options, {saboteur});
     std::map<std::string, double> results;
     if (mode == "fit") {
       auto train = std::make_shared<frugal::TensorLoader>(
           data.x, data.y, frugal::TensorLoaderOptions(batch_size).shuffle(true).seed(11));
-      trainer.fit(task, train, nullptr, resume);
+      std::shared_ptr<frugal::TensorLoader> val;
+      if (val_every > 0) {
+        val = std::make_shared<frugal::TensorLoader>(
+            data.x, data.y, frugal::TensorLoaderOptions(batch_size).pad_shards(false));
+      }
+      trainer.fit(task, train, val, resume);
       if (!save.empty()) trainer.save_checkpoint(save);
     } else {
       auto val = std::make_shared<frugal::TensorLoader>(
