@@ -517,8 +517,8 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
 // stop asked for after that backward pass (in on_after_backward, on_before_optimizer_step or
 // on_train_batch_end, or a signal arriving during the step) takes effect at the end of the next
 // step, on every rank together; the skip vote is always current (the window's losses are all
-// known before its last backward). Stops at epoch ends are still decided by their own
-// collective (run_training).
+// known before its last backward). Stops asked for in a validation, mid-epoch (train_epoch) or
+// at an epoch's end (run_training), are decided at once by their own collective.
 std::vector<bool> Trainer::step_votes() const {
   std::vector<bool> votes(kVoteCount);
   votes[kVotePreempt] = g_signal.load() != 0;
