@@ -544,19 +544,19 @@ c10::intrusive_ptr<c10d::Store> make_store(const DistributedEnv& env, millisecon
 
 #ifdef USE_C10D_GLOO
 /// The shared-memory all-reduce for CPU ranks that all run on one machine (LOCAL_WORLD_SIZE ==
-/// WORLD_SIZE), or nullptr: when it is turned off (FRUGAL_DDP_SHM=0), when the ranks span
-/// machines, or when any rank cannot map the segment (a small /dev/shm, another container): the
-/// ranks agree over Gloo, and all use Gloo if one cannot.
+/// WORLD_SIZE), or nullptr: when any rank turned it off (FRUGAL_DDP_SHM=0), when the ranks span
+/// machines, or when any rank cannot map the segment (a small /dev/shm, another container). All
+/// ranks take the same decision.
 std::unique_ptr<ShmAllReduce> open_shared_memory(c10d::Store& store, c10d::ProcessGroupGloo& pg,
                                                  const DistributedEnv& env,
                                                  const DataParallelConfig& config) {
-  if (!config.shared_memory || env.world_size < 2 || env.local_world_size != env.world_size) {
-    return nullptr;
-  }
-  // The launcher's LOCAL_WORLD_SIZE may be a guess (Slurm without SLURM_NTASKS_PER_NODE): every
-  // rank publishes its host and boot, and all see the same list, so all decide alike.
-  std::string here;
-  {
+  if (env.world_size < 2) return nullptr;
+  // Every rank publishes where it runs (host and boot), or "off" when it will not use shared
+  // memory (FRUGAL_DDP_SHM=0, or its launcher says the ranks span machines); all read the same
+  // list and so decide alike, even when their settings differ. LOCAL_WORLD_SIZE alone is not
+  // trusted: it may be a guess (Slurm without SLURM_NTASKS_PER_NODE).
+  std::string here = "off";
+  if (config.shared_memory && env.local_world_size == env.world_size) {
     char host[256] = {};
     ::gethostname(host, sizeof(host) - 1);
     std::ifstream boot("/proc/sys/kernel/random/boot_id");
@@ -566,8 +566,9 @@ std::unique_ptr<ShmAllReduce> open_shared_memory(c10d::Store& store, c10d::Proce
   }
   store.set("shm_host/" + std::to_string(env.rank), std::vector<uint8_t>(here.begin(), here.end()));
   const std::vector<uint8_t> rank0 = store.get("shm_host/0");
+  if (std::string(rank0.begin(), rank0.end()) == "off") return nullptr;
   for (int64_t r = 1; r < env.world_size; ++r) {
-    if (store.get("shm_host/" + std::to_string(r)) != rank0) return nullptr;  // several machines
+    if (store.get("shm_host/" + std::to_string(r)) != rank0) return nullptr;
   }
   // A fresh name per job; rank 0 unlinks it as soon as every rank has mapped the segment.
   if (env.rank == 0) {

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -55,6 +56,25 @@ inline RunResult run_worker(int nproc, const std::vector<std::string>& args, con
   }
   cmd += shell_quote(FRUGAL_DDP_WORKER) + join_args(args);
   return run_shell("timeout 300 " + cmd, log);
+}
+
+/// Two ranks started by hand, without a launcher: rank 1 in the background (its pid in $p), rank 0
+/// in the foreground, both with `args` and each with its `rank_env` ("VAR=value ...");
+/// `after_rank0` runs when rank 0 ends and must exit with rank 0's code ($rc). With no launcher to
+/// stop the others, rank 0 has to notice a failed rank by itself.
+inline RunResult run_two_ranks_by_hand(const std::string& dir, int timeout_seconds,
+                                       const std::vector<std::string>& args,
+                                       const std::string& after_rank0,
+                                       const std::array<std::string, 2>& rank_env = {}) {
+  const std::string common = "env FRUGAL_DDP_TIMEOUT_SECONDS=" + std::to_string(timeout_seconds) +
+                             " WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                             std::to_string(free_port()) + " ";
+  const std::string worker = shell_quote(FRUGAL_DDP_WORKER) + join_args(args);
+  return run_shell("timeout 120 sh -c " +
+                       shell_quote(common + rank_env[1] + " RANK=1 LOCAL_RANK=1 " + worker +
+                                   " & p=$!; " + common + rank_env[0] + " RANK=0 LOCAL_RANK=0 " +
+                                   worker + "; rc=$?; " + after_rank0),
+                   dir + "/run.log");
 }
 
 inline std::vector<at::Tensor> load_state(const std::string& path) {

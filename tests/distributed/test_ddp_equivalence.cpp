@@ -59,6 +59,27 @@ TEST(DdpEquivalence, TwoRanksEqualOneProcessOverGloo) {
                              "FRUGAL_DDP_SHM=0");
 }
 
+TEST(DdpEquivalence, RanksThatDisagreeOnSharedMemoryAllUseGloo) {
+  // Rank 1 turns shared memory off, rank 0 does not: both must pick Gloo (not wait for each
+  // other), and train as one process would.
+  Dirs d("ddp_mixed_transport");
+  auto two =
+      ft::run_two_ranks_by_hand(d.dir, 60,
+                                {"--model", "mlp", "--max-steps", "10", "--batch-size", "8",
+                                 "--out", d("two"), "--root", d.dir},
+                                "wait $p; exit $rc", {"FRUGAL_DDP_SHM=1", "FRUGAL_DDP_SHM=0"});
+  ASSERT_EQ(two.exit_code, 0) << two.log;
+  EXPECT_NE(two.log.find("gradients over Gloo"), std::string::npos) << two.log;
+  auto one = ft::run_worker(0,
+                            {"--model", "mlp", "--max-steps", "10", "--batch-size", "16", "--out",
+                             d("one"), "--root", d.dir},
+                            d("one.log"));
+  ASSERT_EQ(one.exit_code, 0) << one.log;
+  auto r0 = ft::load_state(d("two.rank0"));
+  EXPECT_EQ(ft::max_relative_difference(r0, ft::load_state(d("two.rank1"))), 0.0);
+  EXPECT_LE(ft::max_relative_difference(r0, ft::load_state(d("one.rank0"))), 1e-6);
+}
+
 TEST(DdpEquivalence, WithGradientAccumulationAndSmallBuckets) {
   // ~1 KB buckets: the MLP's gradients travel in several all-reduces.
   expect_two_ranks_equal_one("ddp_accum",
