@@ -59,6 +59,27 @@ TEST(DdpEquivalence, TwoRanksEqualOneProcessOverGloo) {
                              "FRUGAL_DDP_SHM=0");
 }
 
+TEST(DdpEquivalence, ThreeRanksEqualOneProcessWithTripleBatch) {
+  // Three ranks on two cores: the shared-memory sum splits each bucket three ways.
+  Dirs d("ddp_three");
+  auto three = ft::run_worker(3,
+                              {"--model", "mlp", "--max-steps", "8", "--batch-size", "4", "--out",
+                               d("three"), "--root", d.dir},
+                              d("three.log"));
+  ASSERT_EQ(three.exit_code, 0) << three.log;
+  EXPECT_NE(three.log.find("gradients through shared memory"), std::string::npos) << three.log;
+  auto one = ft::run_worker(0,
+                            {"--model", "mlp", "--max-steps", "8", "--batch-size", "12", "--out",
+                             d("one"), "--root", d.dir},
+                            d("one.log"));
+  ASSERT_EQ(one.exit_code, 0) << one.log;
+  auto r0 = ft::load_state(d("three.rank0"));
+  for (const char* other : {"three.rank1", "three.rank2"}) {
+    EXPECT_EQ(ft::max_relative_difference(r0, ft::load_state(d(other))), 0.0) << other;
+  }
+  EXPECT_LE(ft::max_relative_difference(r0, ft::load_state(d("one.rank0"))), 1e-6);
+}
+
 TEST(DdpEquivalence, RanksThatDisagreeOnSharedMemoryAllUseGloo) {
   // Rank 1 turns shared memory off, rank 0 does not: both must pick Gloo (not wait for each
   // other), and train as one process would.
