@@ -1,7 +1,7 @@
-// Data-parallel training over real processes (Gloo on 127.0.0.1) against one process: 2 ranks
-// with batch b give the parameters of 1 process with batch 2b (to 1e-6 relative), with and
-// without gradient accumulation, several gradient buckets, frozen parameters, BatchNorm; unused
-// parameters are a clear error; checkpoints move between 2 ranks and 1.
+// Data-parallel training over real processes (127.0.0.1) against one process: N ranks with batch
+// b give the parameters of 1 process with batch N·b (to 1e-6 relative), through shared memory and
+// over Gloo, with and without gradient accumulation, several gradient buckets, frozen parameters,
+// BatchNorm, 3 ranks; unused parameters are a clear error; checkpoints move between 2 ranks and 1.
 #include "ddp_test_support.h"
 
 namespace ft = frugal::testing;
@@ -19,109 +19,95 @@ std::vector<std::string> with(std::vector<std::string> base, const std::vector<s
   return base;
 }
 
-/// Trains `model` on 2 ranks with batch b and on 1 process with 2b; expects equal parameters.
-void expect_two_ranks_equal_one(const std::string& name, const std::vector<std::string>& common,
-                                int64_t b, const std::string& env = "") {
-  Dirs d(name);
-  auto two = ft::run_worker(
-      2, with(common, {"--batch-size", std::to_string(b), "--out", d("two"), "--root", d.dir}),
-      d("two.log"), env);
-  ASSERT_EQ(two.exit_code, 0) << two.log;
-  // Ranks on one machine sum through shared memory unless FRUGAL_DDP_SHM=0 asks for Gloo.
-  const bool gloo = env.find("FRUGAL_DDP_SHM=0") != std::string::npos;
-  EXPECT_NE(two.log.find(gloo ? "gradients over Gloo" : "gradients through shared memory"),
-            std::string::npos)
-      << two.log;
+/// After `nproc` ranks with batch b wrote d("multi.rank<r>") (their log in `log`): trains one
+/// process with batch nproc x b on the same arguments, and expects every rank to hold rank 0's
+/// parameters exactly, and rank 0 those of the one process (to 1e-6 relative), after as many steps.
+void expect_ranks_equal_one(const Dirs& d, int nproc, const std::vector<std::string>& common,
+                            int64_t b, const std::string& env, const std::string& transport,
+                            const std::string& log) {
+  EXPECT_NE(log.find("gradients " + transport), std::string::npos) << log;
   auto one = ft::run_worker(
-      0, with(common, {"--batch-size", std::to_string(2 * b), "--out", d("one"), "--root", d.dir}),
+      0,
+      with(common, {"--batch-size", std::to_string(nproc * b), "--out", d("one"), "--root", d.dir}),
       d("one.log"), env);
   ASSERT_EQ(one.exit_code, 0) << one.log;
-  auto ref = ft::load_state(d("one.rank0"));
-  auto r0 = ft::load_state(d("two.rank0"));
-  auto r1 = ft::load_state(d("two.rank1"));
-  EXPECT_EQ(ft::max_relative_difference(r0, r1), 0.0) << "ranks disagree";
-  const double diff = ft::max_relative_difference(r0, ref);
-  EXPECT_LE(diff, 1e-6) << "2 ranks x " << b << " vs 1 x " << 2 * b;
-  // The run really trained (it is not equal to the start).
-  EXPECT_EQ(ft::load_metrics(d("two.rank0.metrics"))["global_step"],
+  auto r0 = ft::load_state(d("multi.rank0"));
+  for (int r = 1; r < nproc; ++r) {
+    EXPECT_EQ(ft::max_relative_difference(r0, ft::load_state(d("multi.rank" + std::to_string(r)))),
+              0.0)
+        << "rank " << r << " disagrees with rank 0";
+  }
+  const double diff = ft::max_relative_difference(r0, ft::load_state(d("one.rank0")));
+  EXPECT_LE(diff, 1e-6) << nproc << " ranks x " << b << " vs 1 x " << nproc * b;
+  // As many steps (the parameters moved: the runs are not compared at their start).
+  EXPECT_EQ(ft::load_metrics(d("multi.rank0.metrics"))["global_step"],
             ft::load_metrics(d("one.rank0.metrics"))["global_step"]);
-  std::cout << name << ": max relative difference " << diff << "\n";
+  std::cout << d.dir << ": max relative difference " << diff << "\n";
+}
+
+/// Trains on `nproc` ranks (frugal-launch) with batch b and on 1 process with nproc x b. Ranks on
+/// one machine sum through shared memory unless the environment says FRUGAL_DDP_SHM=0.
+void expect_ranks_equal_one(const std::string& name, const std::vector<std::string>& common,
+                            int64_t b, const std::string& env = "", int nproc = 2) {
+  Dirs d(name);
+  auto multi = ft::run_worker(
+      nproc,
+      with(common, {"--batch-size", std::to_string(b), "--out", d("multi"), "--root", d.dir}),
+      d("multi.log"), env);
+  ASSERT_EQ(multi.exit_code, 0) << multi.log;
+  const bool gloo = env.find("FRUGAL_DDP_SHM=0") != std::string::npos;
+  expect_ranks_equal_one(d, nproc, common, b, env, gloo ? "over Gloo" : "through shared memory",
+                         multi.log);
 }
 
 }  // namespace
 
 TEST(DdpEquivalence, TwoRanksEqualOneProcessWithDoubleBatch) {
-  expect_two_ranks_equal_one("ddp_plain", {"--model", "mlp", "--max-steps", "10"}, 8);
+  expect_ranks_equal_one("ddp_plain", {"--model", "mlp", "--max-steps", "10"}, 8);
 }
 
 TEST(DdpEquivalence, TwoRanksEqualOneProcessOverGloo) {
-  expect_two_ranks_equal_one("ddp_plain_gloo", {"--model", "mlp", "--max-steps", "10"}, 8,
-                             "FRUGAL_DDP_SHM=0");
+  expect_ranks_equal_one("ddp_plain_gloo", {"--model", "mlp", "--max-steps", "10"}, 8,
+                         "FRUGAL_DDP_SHM=0");
 }
 
 TEST(DdpEquivalence, ThreeRanksEqualOneProcessWithTripleBatch) {
   // Three ranks on two cores: the shared-memory sum splits each bucket three ways.
-  Dirs d("ddp_three");
-  auto three = ft::run_worker(3,
-                              {"--model", "mlp", "--max-steps", "8", "--batch-size", "4", "--out",
-                               d("three"), "--root", d.dir},
-                              d("three.log"));
-  ASSERT_EQ(three.exit_code, 0) << three.log;
-  EXPECT_NE(three.log.find("gradients through shared memory"), std::string::npos) << three.log;
-  auto one = ft::run_worker(0,
-                            {"--model", "mlp", "--max-steps", "8", "--batch-size", "12", "--out",
-                             d("one"), "--root", d.dir},
-                            d("one.log"));
-  ASSERT_EQ(one.exit_code, 0) << one.log;
-  auto r0 = ft::load_state(d("three.rank0"));
-  for (const char* other : {"three.rank1", "three.rank2"}) {
-    EXPECT_EQ(ft::max_relative_difference(r0, ft::load_state(d(other))), 0.0) << other;
-  }
-  EXPECT_LE(ft::max_relative_difference(r0, ft::load_state(d("one.rank0"))), 1e-6);
+  expect_ranks_equal_one("ddp_three", {"--model", "mlp", "--max-steps", "8"}, 4, "", 3);
 }
 
 TEST(DdpEquivalence, RanksThatDisagreeOnSharedMemoryAllUseGloo) {
   // Rank 1 turns shared memory off, rank 0 does not: both must pick Gloo (not wait for each
   // other), and train as one process would.
   Dirs d("ddp_mixed_transport");
-  auto two =
-      ft::run_two_ranks_by_hand(d.dir, 60,
-                                {"--model", "mlp", "--max-steps", "10", "--batch-size", "8",
-                                 "--out", d("two"), "--root", d.dir},
-                                "wait $p; exit $rc", {"FRUGAL_DDP_SHM=1", "FRUGAL_DDP_SHM=0"});
+  const std::vector<std::string> common = {"--model", "mlp", "--max-steps", "10"};
+  auto two = ft::run_two_ranks_by_hand(
+      d.dir, 60, with(common, {"--batch-size", "8", "--out", d("multi"), "--root", d.dir}),
+      "wait $p; exit $rc", {"FRUGAL_DDP_SHM=1", "FRUGAL_DDP_SHM=0"});
   ASSERT_EQ(two.exit_code, 0) << two.log;
-  EXPECT_NE(two.log.find("gradients over Gloo"), std::string::npos) << two.log;
-  auto one = ft::run_worker(0,
-                            {"--model", "mlp", "--max-steps", "10", "--batch-size", "16", "--out",
-                             d("one"), "--root", d.dir},
-                            d("one.log"));
-  ASSERT_EQ(one.exit_code, 0) << one.log;
-  auto r0 = ft::load_state(d("two.rank0"));
-  EXPECT_EQ(ft::max_relative_difference(r0, ft::load_state(d("two.rank1"))), 0.0);
-  EXPECT_LE(ft::max_relative_difference(r0, ft::load_state(d("one.rank0"))), 1e-6);
+  expect_ranks_equal_one(d, 2, common, 8, "", "over Gloo", two.log);
 }
 
 TEST(DdpEquivalence, WithGradientAccumulationAndSmallBuckets) {
   // ~1 KB buckets: the MLP's gradients travel in several all-reduces.
-  expect_two_ranks_equal_one("ddp_accum",
-                             {"--model", "mlp", "--max-steps", "6", "--accumulate", "3"}, 4,
-                             "FRUGAL_DDP_BUCKET_MB=0.001");
+  expect_ranks_equal_one("ddp_accum", {"--model", "mlp", "--max-steps", "6", "--accumulate", "3"},
+                         4, "FRUGAL_DDP_BUCKET_MB=0.001");
 }
 
 TEST(DdpEquivalence, WithGradientAccumulationAndSmallBucketsOverGloo) {
   // Over Gloo the buckets are launched from the autograd hooks, during backward.
-  expect_two_ranks_equal_one("ddp_accum_gloo",
-                             {"--model", "mlp", "--max-steps", "6", "--accumulate", "3"}, 4,
-                             "FRUGAL_DDP_BUCKET_MB=0.001 FRUGAL_DDP_SHM=0");
+  expect_ranks_equal_one("ddp_accum_gloo",
+                         {"--model", "mlp", "--max-steps", "6", "--accumulate", "3"}, 4,
+                         "FRUGAL_DDP_BUCKET_MB=0.001 FRUGAL_DDP_SHM=0");
 }
 
 TEST(DdpEquivalence, FrozenParametersAreSkipped) {
-  expect_two_ranks_equal_one("ddp_frozen", {"--model", "frozen", "--max-steps", "6"}, 8,
-                             "FRUGAL_DDP_BUCKET_MB=0.001");
+  expect_ranks_equal_one("ddp_frozen", {"--model", "frozen", "--max-steps", "6"}, 8,
+                         "FRUGAL_DDP_BUCKET_MB=0.001");
 }
 
 TEST(DdpEquivalence, BatchNormInEvalConsistentForm) {
-  expect_two_ranks_equal_one("ddp_bn_eval", {"--model", "bn-eval", "--max-steps", "8"}, 8);
+  expect_ranks_equal_one("ddp_bn_eval", {"--model", "bn-eval", "--max-steps", "8"}, 8);
 }
 
 TEST(DdpEquivalence, BatchNormBuffersStayConsistentAcrossRanks) {
