@@ -284,7 +284,13 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
   } cpu_memory;
   try {
     prepare(task, train.get(), val.get());
-    if (device_.is_cpu() && options_.cpu_malloc_tuning() && options_.effective_batch_size() == 0) {
+    // Not while something measures memory: budget mode's finder, or a BatchSizeFinder callback.
+    const bool measuring_memory =
+        options_.effective_batch_size() > 0 ||
+        std::any_of(callbacks_.begin(), callbacks_.end(), [](const auto& cb) {
+          return dynamic_cast<BatchSizeFinder*>(cb.get()) != nullptr;
+        });
+    if (device_.is_cpu() && options_.cpu_malloc_tuning() && !measuring_memory) {
       cpu_memory.kept = keep_freed_cpu_memory();
     }
     FRUGAL_HOOK(setup, task, TrainerFn::kFit);

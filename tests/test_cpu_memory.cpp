@@ -1,7 +1,7 @@
 // keep_freed_cpu_memory and TrainerOptions::cpu_malloc_tuning: a CPU fit with the tuning takes
 // far fewer page faults per step than without (measured in fresh child processes, since malloc's
-// settings are process-wide), the environment's malloc settings win, and fit gives the memory
-// back at its end.
+// settings are process-wide), the environment's malloc settings and memory measurements win, and
+// fit gives the memory back at its end.
 #include <frugal/frugal.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
@@ -51,7 +51,7 @@ struct ChildResult {
 };
 
 /// Runs `fit` of the example CNN (batch 64, 25 steps) in a fresh child process.
-ChildResult fit_in_child(bool tuning, const char* env = nullptr) {
+ChildResult fit_in_child(bool tuning, const char* env = nullptr, bool with_finder = false) {
   int fds[2];
   EXPECT_EQ(pipe(fds), 0);
   const pid_t pid = fork();
@@ -74,8 +74,13 @@ ChildResult fit_in_child(bool tuning, const char* env = nullptr) {
       at::Tensor y = torch::randint(0, 10, {25 * 64});
       frugal::Classifier task(frugal::models::SmallCnn(), frugal::AdamW(1e-3));
       auto counter = std::make_shared<Counter>();
+      std::vector<std::shared_ptr<frugal::Callback>> callbacks = {counter};
+      if (with_finder) {  // measures memory at fit start: the Trainer must leave malloc alone
+        callbacks.push_back(std::make_shared<frugal::BatchSizeFinder>(
+            x, y, frugal::BatchSizeFinderOptions().start_size(32).max_size(64).budget_bytes(1e9)));
+      }
       frugal::Trainer trainer(
-          frugal::testing::quiet_options("").max_steps(25).cpu_malloc_tuning(tuning), {counter});
+          frugal::testing::quiet_options("").max_steps(25).cpu_malloc_tuning(tuning), callbacks);
       trainer.fit(task,
                   std::make_shared<frugal::TensorLoader>(x, y, frugal::TensorLoaderOptions(64)));
       r.faults_per_step =
@@ -108,13 +113,18 @@ TEST(CpuMemory, TuningRemovesMostPageFaultsOfATrainingStep) {
   EXPECT_LT(on.faults_per_step, off.faults_per_step / 10);
 }
 
-TEST(CpuMemory, TheEnvironmentsMallocSettingsWin) {
+TEST(CpuMemory, TheEnvironmentsMallocSettingsAndMemoryMeasurementsWin) {
   // glibc's default threshold, but set by the user: the Trainer leaves malloc alone, so the steps
   // keep faulting (thousands per step; ~0 with the tuning).
   const ChildResult env = fit_in_child(true, "MALLOC_MMAP_THRESHOLD_=131072");
   std::cout << "page faults per step with MALLOC_MMAP_THRESHOLD_ set: " << env.faults_per_step
             << "\n";
   EXPECT_GT(env.faults_per_step, 500);
+
+  // Nor while a BatchSizeFinder callback measures memory.
+  const ChildResult finder = fit_in_child(true, nullptr, /*with_finder=*/true);
+  std::cout << "page faults per step with a BatchSizeFinder: " << finder.faults_per_step << "\n";
+  EXPECT_GT(finder.faults_per_step, 500);
 
   // keep_freed_cpu_memory itself, in a child (it changes malloc for the whole process).
   auto applied_in_child = [](const char* name, const char* value) {

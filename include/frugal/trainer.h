@@ -132,9 +132,9 @@ struct TrainerOptions {
   TORCH_ARG(bool, oom_recovery) = false;
   /// Training on the CPU: fit makes glibc's malloc keep freed tensor memory for reuse instead of
   /// handing it back to the kernel after every step (frugal/cpu_memory.h), and returns it when
-  /// fit ends: 15% faster steps for the example CNN on one thread. Not in budget mode (the finder
-  /// measures memory), nor when the environment sets malloc's thresholds (MALLOC_MMAP_THRESHOLD_,
-  /// ...).
+  /// fit ends: 15% faster steps for the example CNN on one thread. Not in budget mode or with a
+  /// BatchSizeFinder callback (the finder measures memory), nor when the environment sets
+  /// malloc's thresholds (MALLOC_MMAP_THRESHOLD_, ...).
   TORCH_ARG(bool, cpu_malloc_tuning) = true;
 
  public:
