@@ -11,7 +11,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <functional>
 
 #include "test_support.h"
@@ -24,13 +23,6 @@ int64_t minor_faults() {
   return static_cast<int64_t>(u.ru_minflt);
 }
 
-int64_t rss_bytes() {
-  std::ifstream statm("/proc/self/statm");
-  int64_t pages = 0, resident = 0;
-  statm >> pages >> resident;
-  return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
-}
-
 /// Minor page faults from step `from` to step `to`, RSS at the end of training and after fit.
 struct Counter : frugal::Callback {
   int64_t from = 5, to = 25;
@@ -41,7 +33,9 @@ struct Counter : frugal::Callback {
     if (step == from) faults_at_from = minor_faults();
     if (step == to) faults = minor_faults() - faults_at_from;
   }
-  void on_train_end(frugal::Trainer&, frugal::Task&) override { rss_at_train_end = rss_bytes(); }
+  void on_train_end(frugal::Trainer&, frugal::Task&) override {
+    rss_at_train_end = frugal::read_memory_stats().rss;
+  }
 };
 
 /// Page faults of touching a 30 MiB malloc block that the same size was freed just before. With
@@ -106,7 +100,7 @@ ChildResult fit_in_child(bool tuning, const char* env = nullptr, bool with_finde
       r.faults_per_step =
           static_cast<double>(counter->faults) / static_cast<double>(counter->to - counter->from);
       r.rss_at_train_end_mib = static_cast<double>(counter->rss_at_train_end) / (1 << 20);
-      r.rss_after_fit_mib = static_cast<double>(rss_bytes()) / (1 << 20);
+      r.rss_after_fit_mib = static_cast<double>(frugal::read_memory_stats().rss) / (1 << 20);
       r.probe_faults = reuse_probe_faults();
     } catch (...) {
     }
