@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """The plain PyTorch loop that bench_trainer_overhead compares frugal's Trainer with.
 
-Same model as frugal::models::SmallCnn (src/models.cpp), same data (the first --samples
+Same model as frugal::models::SmallCnn (src/models/small.cpp), same data (the first --samples
 Fashion-MNIST training images, read from the same IDX .gz files and normalised as
-src/datasets/mnist.cpp does), AdamW(lr=1e-3, weight_decay=1e-2, as frugal::AdamW), the same
+src/data/datasets/mnist.cpp does), AdamW(lr=1e-3, weight_decay=1e-2, as frugal::AdamW), the same
 thread count, one seeded randperm per epoch and one index_select per batch, forward,
 cross_entropy, zero_grad, backward, step.
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# Fashion-MNIST's training-set statistics, as in src/datasets/mnist.cpp.
+# Fashion-MNIST's training-set statistics, as in src/data/datasets/mnist.cpp.
 MEAN = 0.2860
 STD = 0.3530
 
@@ -58,7 +58,7 @@ def find_file(data_dir, name):
 def load(data_dir, samples):
     images = read_idx(find_file(data_dir, "train-images-idx3-ubyte"))[:samples]
     labels = read_idx(find_file(data_dir, "train-labels-idx1-ubyte"))[:samples]
-    # Same float32 ops, in the same order, as load_split() in src/datasets/mnist.cpp.
+    # Same float32 ops, in the same order, as load_split() in src/data/datasets/mnist.cpp.
     x = torch.from_numpy(images.copy()).unsqueeze(1).to(torch.float32)
     x = x.div_(255.0).sub_(MEAN).div_(STD).contiguous()
     y = torch.from_numpy(labels.copy()).to(torch.int64)
@@ -66,7 +66,7 @@ def load(data_dir, samples):
 
 
 def small_cnn(classes=10, in_channels=1, image_size=28, dropout=0.25):
-    """frugal::models::SmallCnn (src/models.cpp)."""
+    """frugal::models::SmallCnn (src/models/small.cpp)."""
     s = image_size // 2 // 2
     return nn.Sequential(
         nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),

@@ -19,16 +19,16 @@
 // same batches and dropout masks, so they end with the same parameters (checked and printed).
 // Set-up (data loading, model and optimizer construction, Trainer construction) is not timed.
 #include <fmt/format.h>
+#include <frugal/budget/cpu_memory.h>
 #include <frugal/callbacks/progress_bar.h>
 #include <frugal/classifier.h>
-#include <frugal/cpu_memory.h>
-#include <frugal/data.h>
-#include <frugal/datasets/mnist.h>
+#include <frugal/data/batch_source.h>
+#include <frugal/data/datasets/mnist.h>
 #include <frugal/error.h>
-#include <frugal/hash.h>
-#include <frugal/loggers.h>
-#include <frugal/models.h>
-#include <frugal/optim.h>
+#include <frugal/io/hash.h>
+#include <frugal/loggers/logger.h>
+#include <frugal/models/small.h>
+#include <frugal/optim/optimizers.h>
 #include <frugal/trainer.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -423,8 +423,8 @@ int main(int argc, char** argv) {
       FRUGAL_CHECK(b >= 1, "--batch-sizes: every batch size must be >= 1, got ", b);
     }
     torch::set_num_threads(args.threads);
-    // The Trainer keeps freed CPU memory for reuse while it fits (frugal/cpu_memory.h), and the
-    // setting outlives the fit: set it for the whole process, so the hand loop runs under the
+    // The Trainer keeps freed CPU memory for reuse while it fits (frugal/budget/cpu_memory.h), and
+    // the setting outlives the fit: set it for the whole process, so the hand loop runs under the
     // same allocator from its first run. The Python loop keeps glibc's defaults.
     const bool kept = frugal::keep_freed_cpu_memory();
     fmt::print("malloc: {}\n", kept ? "freed CPU memory kept for reuse (as the Trainer does)"

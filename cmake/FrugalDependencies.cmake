@@ -61,9 +61,9 @@ if(FRUGAL_HAS_CUDA)
   endif()
 endif()
 message(STATUS "frugal: c10d Gloo: ${FRUGAL_HAS_GLOO}, NCCL: ${FRUGAL_HAS_NCCL}")
-# Only src/distributed.cpp includes the c10d headers, so the switches are set on that file alone
-# (this module is included from the directory that defines the frugal target).
-set(_frugal_ddp_source "${CMAKE_CURRENT_SOURCE_DIR}/src/distributed.cpp")
+# Only src/distributed/data_parallel.cpp includes the c10d headers, so the switches are set on that
+# file alone (this module is included from the directory that defines the frugal target).
+set(_frugal_ddp_source "${CMAKE_CURRENT_SOURCE_DIR}/src/distributed/data_parallel.cpp")
 if(FRUGAL_HAS_GLOO)
   set_property(SOURCE "${_frugal_ddp_source}" APPEND PROPERTY COMPILE_DEFINITIONS USE_C10D_GLOO=1)
 endif()

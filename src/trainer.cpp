@@ -16,20 +16,21 @@
 #include <iostream>
 #include <thread>
 
-#include "checkpoint_io.h"
 #include "compat.h"
-#include "frugal/batch_size_finder.h"
+#include "distributed/strategy.h"
+#include "frugal/budget/batch_size_finder.h"
+#include "frugal/budget/cpu_memory.h"
+#include "frugal/callbacks/batch_size_finder.h"
 #include "frugal/callbacks/model_checkpoint.h"
 #include "frugal/callbacks/progress_bar.h"
 #include "frugal/callbacks/timer.h"
-#include "frugal/checkpoint.h"
-#include "frugal/cpu_memory.h"
 #include "frugal/error.h"
-#include "frugal/lr_scheduler.h"
+#include "frugal/io/checkpoint.h"
+#include "frugal/optim/lr_scheduler.h"
 #include "frugal/version.h"
-#include "optim_util.h"
-#include "precision.h"
-#include "strategy.h"
+#include "io/checkpoint_io.h"
+#include "optim/optim_util.h"
+#include "precision/plugin.h"
 
 // Calls `hook` on every callback, in order: FRUGAL_HOOK(on_fit_start, task).
 #define FRUGAL_HOOK(hook, ...) \
@@ -275,7 +276,8 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
   fit_ = std::make_unique<Fit>();
   fit_->task = &task;
   SignalScope signals;
-  // frugal/cpu_memory.h: freed tensor memory stays in the process while fit trains on the CPU.
+  // frugal/budget/cpu_memory.h: freed tensor memory stays in the process while fit trains on the
+  // CPU.
   struct CpuMemoryScope {
     bool kept = false;
     ~CpuMemoryScope() {
@@ -373,10 +375,10 @@ void Trainer::plan_micro_batch(Task& task, BatchSource& train) {
                "memory_budget/effective_batch_size need a TensorLoader training source (the finder "
                "draws its trial batches from it), got ",
                train.describe());
-  BudgetPlan plan =
-      plan_budget(task, loader->data(), loader->targets(), options_.memory_budget(),
-                  options_.effective_batch_size(), world_size(),
-                  BatchSizeFinderOptions().device(device_).precision(options_.precision()));
+  BudgetPlan plan = plan_budget(
+      task, loader->data(), loader->targets(), options_.memory_budget(),
+      options_.effective_batch_size(), world_size(),
+      BatchSizeFinderOptions().device(device_).precision(options_.precision()).context(this));
   if (world_size() > 1) {  // every rank uses rank 0's plan
     std::vector<at::Tensor> t{
         at::tensor({is_global_zero() ? static_cast<double>(plan.micro_batch) : 0.0,
@@ -605,7 +607,7 @@ at::Tensor Trainer::forward_backward(Task& task, const Batch& batch, int64_t i, 
     const Batch part = whole ? batch : slice_batch(batch, start, length);
     const bool last_part = whole || start + length >= size;
     if (!whole) metrics_.set_context(Stage::kTrain, length);
-    StepContext ctx(metrics_, *this, Stage::kTrain, i);
+    StepContext ctx(metrics_, this, Stage::kTrain, i);
     at::Tensor loss;
     {
       strategy_->before_forward(task.module());
@@ -1061,7 +1063,7 @@ std::vector<std::string> Trainer::run_evaluation(Task& task, BatchSource& data, 
     if (!batch) break;
     state_.batch_idx = i;
     metrics_.set_context(stage, batch->size());
-    StepContext ctx(metrics_, *this, stage, i);
+    StepContext ctx(metrics_, this, stage, i);
     if (validating) {
       FRUGAL_HOOK(on_validation_batch_start, task, *batch, i);
     } else {

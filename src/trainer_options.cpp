@@ -11,27 +11,6 @@
 
 namespace frugal {
 
-const char* to_string(Precision precision) {
-  switch (precision) {
-    case Precision::k32:
-      return "32";
-    case Precision::k16Mixed:
-      return "16-mixed";
-    case Precision::kBf16Mixed:
-      return "bf16-mixed";
-  }
-  return "?";
-}
-
-Precision parse_precision(const std::string& text) {
-  if (text == "32" || text == "32-true") return Precision::k32;
-  if (text == "16-mixed" || text == "16") return Precision::k16Mixed;
-  if (text == "bf16-mixed" || text == "bf16") return Precision::kBf16Mixed;
-  FRUGAL_CHECK(false, "precision must be one of \"32\", \"16-mixed\", \"bf16-mixed\", got \"", text,
-               "\"");
-  return Precision::k32;
-}
-
 BatchLimit BatchLimit::parse(const std::string& text) {
   char* end = nullptr;
   if (text.find_first_of(".eE") != std::string::npos) {

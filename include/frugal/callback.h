@@ -11,7 +11,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <frugal/data.h>
+#include <frugal/data/batch_source.h>
 #include <frugal/state_dict.h>
 
 #include <cstdint>

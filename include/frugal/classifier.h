@@ -8,7 +8,7 @@
 // test/acc (epoch means weighted by batch size).
 #pragma once
 
-#include <frugal/optim.h>
+#include <frugal/optim/optimizers.h>
 #include <frugal/task.h>
 
 #include <functional>

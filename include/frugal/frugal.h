@@ -1,29 +1,36 @@
 // frugal: a training library on LibTorch with a Lightning-style Trainer. Umbrella header.
+// (frugal/data/torch_data.h, the torch::data adapter, is left out: it pulls in <torch/data.h>.)
 #pragma once
 
-#include <frugal/activation_checkpoint.h>
-#include <frugal/batch_size_finder.h>
+// What every user touches.
 #include <frugal/callback.h>
+#include <frugal/classifier.h>
+#include <frugal/error.h>
+#include <frugal/metrics.h>
+#include <frugal/state_dict.h>
+#include <frugal/task.h>
+#include <frugal/trainer.h>
+#include <frugal/version.h>
+
+// Subsystems.
+#include <frugal/budget/activation_checkpoint.h>
+#include <frugal/budget/batch_size_finder.h>
+#include <frugal/budget/cpu_memory.h>
+#include <frugal/budget/trials.h>
+#include <frugal/callbacks/batch_size_finder.h>
 #include <frugal/callbacks/early_stopping.h>
 #include <frugal/callbacks/learning_rate_monitor.h>
 #include <frugal/callbacks/memory_monitor.h>
 #include <frugal/callbacks/model_checkpoint.h>
 #include <frugal/callbacks/progress_bar.h>
 #include <frugal/callbacks/timer.h>
-#include <frugal/checkpoint.h>
-#include <frugal/classifier.h>
-#include <frugal/cpu_memory.h>
-#include <frugal/data.h>
-#include <frugal/datasets/mnist.h>
-#include <frugal/error.h>
-#include <frugal/grad_scaler.h>
-#include <frugal/hash.h>
-#include <frugal/loggers.h>
-#include <frugal/lr_scheduler.h>
-#include <frugal/metrics.h>
-#include <frugal/models.h>
-#include <frugal/optim.h>
-#include <frugal/task.h>
-#include <frugal/trainer.h>
-#include <frugal/trials.h>
-#include <frugal/version.h>
+#include <frugal/data/batch_source.h>
+#include <frugal/data/datasets/mnist.h>
+#include <frugal/io/checkpoint.h>
+#include <frugal/io/hash.h>
+#include <frugal/loggers/logger.h>
+#include <frugal/models/small.h>
+#include <frugal/optim/lr_scheduler.h>
+#include <frugal/optim/optimizers.h>
+#include <frugal/precision/grad_scaler.h>
+#include <frugal/precision/precision.h>

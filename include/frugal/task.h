@@ -15,7 +15,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <frugal/data.h>
+#include <frugal/data/batch_source.h>
 #include <frugal/metrics.h>
 
 #include <cstdint>
@@ -51,7 +51,8 @@ struct OptimizerConfig {
 /// What a step sees of the run: where it is and how to log.
 class StepContext {
  public:
-  StepContext(Metrics& metrics, const Trainer& trainer, Stage stage, int64_t batch_idx)
+  /// `trainer` may be null for steps run outside a fit (find_batch_size on its own).
+  StepContext(Metrics& metrics, const Trainer* trainer, Stage stage, int64_t batch_idx)
       : metrics_(metrics), trainer_(trainer), stage_(stage), batch_idx_(batch_idx) {}
 
   void log(const std::string& name, const at::Tensor& value, const LogOptions& options = {}) {
@@ -62,11 +63,12 @@ class StepContext {
   }
   Stage stage() const { return stage_; }
   int64_t batch_idx() const { return batch_idx_; }
-  const Trainer& trainer() const { return trainer_; }
+  /// The Trainer running this step; throws frugal::Error for a step run outside a fit.
+  const Trainer& trainer() const;
 
  private:
   Metrics& metrics_;
-  const Trainer& trainer_;
+  const Trainer* trainer_;
   Stage stage_;
   int64_t batch_idx_;
 };

@@ -9,9 +9,10 @@
 
 #include <c10/core/Device.h>
 #include <frugal/callback.h>
-#include <frugal/data.h>
-#include <frugal/loggers.h>
+#include <frugal/data/batch_source.h>
+#include <frugal/loggers/logger.h>
 #include <frugal/metrics.h>
+#include <frugal/precision/precision.h>
 #include <frugal/task.h>
 #include <torch/arg.h>
 
@@ -28,12 +29,6 @@ namespace frugal {
 namespace detail {
 class Strategy;
 }
-
-/// Numeric precision of training. Strings as Lightning: "32", "16-mixed", "bf16-mixed".
-enum class Precision { k32, k16Mixed, kBf16Mixed };
-const char* to_string(Precision precision);
-/// Parses "32", "32-true", "16-mixed", "bf16-mixed" (and "16", "bf16"); throws naming the value.
-Precision parse_precision(const std::string& text);
 
 /// A number of batches, or a fraction of an epoch's batches (Lightning's int-or-float limits).
 struct BatchLimit {
@@ -131,9 +126,9 @@ struct TrainerOptions {
   /// window's batches to redo it. See docs/budget.md.
   TORCH_ARG(bool, oom_recovery) = false;
   /// Training on the CPU: fit makes glibc's malloc keep freed tensor memory for reuse instead of
-  /// handing it back to the kernel after every step (frugal/cpu_memory.h), and returns it when
-  /// fit ends: 15% faster steps for the example CNN on one thread. Not in budget mode or with a
-  /// BatchSizeFinder callback (the finder measures memory), nor when the environment sets
+  /// handing it back to the kernel after every step (frugal/budget/cpu_memory.h), and returns it
+  /// when fit ends: 15% faster steps for the example CNN on one thread. Not in budget mode or with
+  /// a BatchSizeFinder callback (the finder measures memory), nor when the environment sets
   /// malloc's thresholds (MALLOC_MMAP_THRESHOLD_, ...).
   TORCH_ARG(bool, cpu_malloc_tuning) = true;
 

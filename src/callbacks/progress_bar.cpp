@@ -7,7 +7,7 @@
 
 #include "frugal/error.h"
 #include "frugal/trainer.h"
-#include "metric_format.h"
+#include "loggers/metric_format.h"
 
 namespace frugal {
 
