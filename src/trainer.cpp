@@ -29,6 +29,7 @@
 #include "frugal/optim/lr_scheduler.h"
 #include "frugal/version.h"
 #include "io/checkpoint_io.h"
+#include "io/checksum.h"
 #include "optim/optim_util.h"
 #include "precision/plugin.h"
 
@@ -953,16 +954,19 @@ void Trainer::write_checkpoint(const std::string& path, bool weights_only) {
     root.write("trainer_state", detail::pack(training_state()));
   }
   detail::write_atomically(path, [&](const auto& sink) {
+    detail::ChecksummedZipWriter checked(sink);  // Note [Checkpoint checksums]
     root.save_to([&](const void* data, size_t size) {
-      sink(data, size);
+      checked.write(data, size);
       return size;
     });
+    checked.finish(path);
   });
 }
 
 void Trainer::restore(Task& task, const std::string& path) {
   // Everything is read and checked before anything changes; the model is written last.
-  detail::LoadedCheckpoint ckpt = detail::open_checkpoint(path, device_);
+  detail::LoadedCheckpoint ckpt =
+      detail::open_checkpoint(path, device_, options_.verify_checkpoints());
   FRUGAL_CHECK(!ckpt.weights_only, "checkpoint ", path,
                " holds weights only, so it cannot resume training; use frugal::load_weights() "
                "for inference");

@@ -200,6 +200,7 @@ std::map<std::string, std::string> TrainerOptions::to_map() const {
       {"effective_batch_size", s(effective_batch_size_)},
       {"oom_recovery", b(oom_recovery_)},
       {"cpu_malloc_tuning", b(cpu_malloc_tuning_)},
+      {"verify_checkpoints", b(verify_checkpoints_)},
   };
 }
 

@@ -131,6 +131,9 @@ struct TrainerOptions {
   /// a BatchSizeFinder callback (the finder measures memory), nor when the environment sets
   /// malloc's thresholds (MALLOC_MMAP_THRESHOLD_, ...).
   TORCH_ARG(bool, cpu_malloc_tuning) = true;
+  /// Check a checkpoint's SHA-256 before resuming from it (one extra read of the file; turn off
+  /// only for huge files on trusted storage). Files written before checksums load with a warning.
+  TORCH_ARG(bool, verify_checkpoints) = true;
 
  public:
   /// Sets max_time from "DD:HH:MM:SS" (Lightning's format) or a duration.

@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "frugal/error.h"
+#include "frugal/io/checkpoint.h"
 #include "frugal/trainer.h"
 
 namespace fs = std::filesystem;
@@ -330,6 +331,9 @@ void ModelCheckpoint::apply_state(const StateDict& state) {
 void ModelCheckpoint::setup(Trainer& trainer, Task&, TrainerFn fn) {
   if (options_.dirpath().empty()) save_dir_ = normalize_dir(trainer.log_dir() + "/checkpoints");
   if (fn == TrainerFn::kFit) {
+    // A folder that cannot take files is an error now, not at the first save hours later.
+    if (trainer.is_global_zero())
+      detail::ensure_writable_dir(save_dir_, /*create=*/false, "ModelCheckpoint");
     last_global_step_saved_ = 0;
     defer_until_validation_ = false;
     validated_this_epoch_ = false;
