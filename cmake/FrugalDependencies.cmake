@@ -86,7 +86,18 @@ endif()
 message(STATUS "frugal: c10d Gloo: ${FRUGAL_HAS_GLOO}, NCCL: ${FRUGAL_HAS_NCCL}")
 
 # What this build is, in words, for scripts/test's closing line ("libtorch 2.11.0 cuda 13.0 nccl").
-set(FRUGAL_BUILD_LABEL "libtorch ${Torch_VERSION}")
+# Debian's libtorch-dev 1.13.1 reports 1.13.0 in its headers and TorchConfigVersion: name the
+# package's upstream version when LibTorch comes from a Debian package.
+set(_frugal_torch_version "${Torch_VERSION}")
+find_program(_frugal_dpkg_query dpkg-query)
+if(_frugal_dpkg_query AND TORCH_LIBRARY MATCHES "^/usr/lib/")
+  execute_process(COMMAND ${_frugal_dpkg_query} -W "-f=\${Version}" libtorch-dev
+                  OUTPUT_VARIABLE _frugal_deb_version ERROR_QUIET RESULT_VARIABLE _frugal_dpkg_rc)
+  if(_frugal_dpkg_rc EQUAL 0 AND _frugal_deb_version MATCHES "^([0-9]+\\.[0-9]+\\.[0-9]+)")
+    set(_frugal_torch_version "${CMAKE_MATCH_1}")
+  endif()
+endif()
+set(FRUGAL_BUILD_LABEL "libtorch ${_frugal_torch_version}")
 if(FRUGAL_HAS_CUDA)
   set(_frugal_cuda_version "${CUDAToolkit_VERSION_MAJOR}.${CUDAToolkit_VERSION_MINOR}")
   if(NOT CUDAToolkit_VERSION_MAJOR)
