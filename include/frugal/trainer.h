@@ -131,6 +131,12 @@ struct TrainerOptions {
   /// a BatchSizeFinder callback (the finder measures memory), nor when the environment sets
   /// malloc's thresholds (MALLOC_MMAP_THRESHOLD_, ...).
   TORCH_ARG(bool, cpu_malloc_tuning) = true;
+  /// LibTorch's intra-op CPU threads. 0: decided by frugal from the CPUs this process may run on
+  /// (OMP_NUM_THREADS when set, else the affinity mask and the cgroup CPU quota, divided among the
+  /// ranks on this machine; frugal/hardware/cpu_threads.h); n > 0: n; -1: leave LibTorch's setting
+  /// as it is (for programs that call at::set_num_threads themselves). Applied when the Trainer is
+  /// built; the first lines of a fit say how many and why.
+  TORCH_ARG(int64_t, num_threads) = 0;
 
  public:
   /// Sets max_time from "DD:HH:MM:SS" (Lightning's format) or a duration.
