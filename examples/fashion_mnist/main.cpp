@@ -88,8 +88,9 @@ int main(int argc, char** argv) {
   app.add_option("--accumulate-grad-batches", a.accumulate_grad_batches)->capture_default_str();
   app.add_option("--gradient-clip-val", a.gradient_clip_val)->capture_default_str();
   app.add_option("--default-root-dir", a.default_root_dir)->capture_default_str();
-  app.add_option("--num-threads", a.num_threads,
-                 "LibTorch intra-op threads (0: the CPUs this process may use)")
+  app.add_option(
+         "--num-threads", a.num_threads,
+         "LibTorch intra-op threads (0: the CPUs this process may use; -1: LibTorch's own default)")
       ->capture_default_str();
   app.add_option("--accelerator", a.accelerator, "auto, cpu or cuda")->capture_default_str();
   app.add_option("--log-every-n-steps", a.log_every_n_steps)->capture_default_str();
@@ -109,7 +110,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    FRUGAL_CHECK(a.num_threads >= 0, "--num-threads must be >= 0, got ", a.num_threads);
+    FRUGAL_CHECK(a.num_threads >= -1, "--num-threads must be >= 0 (or -1), got ", a.num_threads);
     frugal::TrainerOptions options =
         frugal::TrainerOptions()
             .max_epochs(a.max_epochs)
