@@ -1,6 +1,7 @@
 #include "frugal/callbacks/model_checkpoint.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (in ranges.h from fmt 11 on)
 
 #include <algorithm>
 #include <cmath>
