@@ -25,6 +25,7 @@
 #include "frugal/callbacks/progress_bar.h"
 #include "frugal/callbacks/timer.h"
 #include "frugal/error.h"
+#include "frugal/hardware/cpu_threads.h"
 #include "frugal/io/checkpoint.h"
 #include "frugal/optim/lr_scheduler.h"
 #include "frugal/version.h"
@@ -44,6 +45,7 @@ struct Trainer::Fit {
   Task* task = nullptr;
   OptimizerConfig config;
   std::unique_ptr<detail::PrecisionPlugin> precision;
+  PrecisionChoice precision_choice;      // options' precision with "auto" resolved at fit start
   std::vector<at::Tensor> params;        // trainable parameters, in optimizer order
   int64_t total_batches = 0;             // training batches over all epochs of this fit
   int64_t steps_taken = 0;               // optimizer steps that were not skipped
@@ -90,6 +92,25 @@ c10::Device resolve_device(const TrainerOptions& options) {
     return c10::Device(c10::kCUDA, 0);
   }
   return cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+}
+
+/// The run's first lines: CPU threads (and why), BLAS, LibTorch. Printed by rank 0, once per
+/// process unless what they say changes (tests build many Trainers).
+void announce_hardware(const TrainerOptions& options, bool global_zero) {
+  std::string threads;
+  if (options.num_threads() == -1) {
+    threads = std::to_string(at::get_num_threads()) + " (LibTorch's setting: num_threads=-1)";
+  } else {
+    const ThreadDecision decision = apply_cpu_threads(static_cast<int>(options.num_threads()));
+    threads = std::to_string(decision.threads) + " (" + decision.reason + ")";
+  }
+  static std::string last;
+  const std::string text = "frugal: CPU threads: " + threads +
+                           "\nfrugal: BLAS: " + blas_description() + "; " + libtorch_description() +
+                           "\n";
+  if (text == last) return;
+  last = text;
+  if (global_zero) std::cout << text << std::flush;
 }
 
 /// Lightning's fast_dev_run: n batches of everything, once, nothing written.
@@ -171,6 +192,7 @@ Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> 
   for (const auto& lg : loggers_) FRUGAL_CHECK(lg, "Trainer: a logger is null");
   strategy_ = detail::make_strategy(options_, resolve_device(options_).type());
   device_ = strategy_->device();
+  announce_hardware(options_, is_global_zero());
   FRUGAL_CHECK(!options_.oom_recovery() || world_size() == 1,
                "oom_recovery works on a single device only: with data parallel (world size ",
                world_size(),
@@ -287,6 +309,13 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
   } cpu_memory;
   try {
     prepare(task, train.get(), val.get());
+    // "auto" is decided once per fit, here; the checkpoint records the outcome.
+    fit_->precision_choice = resolve_precision(options_.precision(), device_);
+    if (options_.precision() == Precision::kAuto && is_global_zero()) {
+      std::cout << "frugal: precision auto -> " << to_string(fit_->precision_choice.precision)
+                << " (" << fit_->precision_choice.reason << ")\n"
+                << std::flush;
+    }
     // Not while something measures memory: budget mode's finder, or a BatchSizeFinder callback.
     const bool measuring_memory =
         options_.effective_batch_size() > 0 ||
@@ -365,7 +394,7 @@ void Trainer::configure_optimization(Task& task) {
   }
   FRUGAL_CHECK(!fit_->params.empty(), "the optimizer has no parameters that require grad");
   strategy_->setup(task.module(), fit_->params);
-  fit_->precision = detail::make_precision(options_.precision(), device_);
+  fit_->precision = detail::make_precision(fit_->precision_choice.precision, device_);
 }
 
 // Budget mode (docs/budget.md): the finder picks the micro-batch that fits memory_budget, and
@@ -376,10 +405,12 @@ void Trainer::plan_micro_batch(Task& task, BatchSource& train) {
                "memory_budget/effective_batch_size need a TensorLoader training source (the finder "
                "draws its trial batches from it), got ",
                train.describe());
-  BudgetPlan plan = plan_budget(
-      task, loader->data(), loader->targets(), options_.memory_budget(),
-      options_.effective_batch_size(), world_size(),
-      BatchSizeFinderOptions().device(device_).precision(options_.precision()).context(this));
+  BudgetPlan plan = plan_budget(task, loader->data(), loader->targets(), options_.memory_budget(),
+                                options_.effective_batch_size(), world_size(),
+                                BatchSizeFinderOptions()
+                                    .device(device_)
+                                    .precision(fit_->precision_choice.precision)
+                                    .context(this));
   if (world_size() > 1) {  // every rank uses rank 0's plan
     std::vector<at::Tensor> t{
         at::tensor({is_global_zero() ? static_cast<double>(plan.micro_batch) : 0.0,
@@ -904,6 +935,7 @@ StateDict Trainer::training_state() const {
   st["scheduler"] = fit_->config.scheduler ? detail::to_ivalue(fit_->config.scheduler->state_dict())
                                            : c10::IValue();
   st["precision"] = detail::to_ivalue(fit_->precision->state_dict());
+  st["precision/resolved"] = std::string(to_string(fit_->precision->mode()));
   c10::impl::GenericDict callbacks(c10::StringType::get(), c10::AnyType::get());
   for (const auto& cb : callbacks_) {
     StateDict state = cb->state_dict();

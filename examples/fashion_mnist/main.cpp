@@ -29,7 +29,7 @@ struct Args {
   std::string limit_train_batches = "1.0";
   std::string limit_val_batches = "1.0";
   int64_t fast_dev_run = 0;
-  std::string precision = "32";
+  std::string precision = "auto";
   int64_t accumulate_grad_batches = 1;
   double gradient_clip_val = 0.0;
   std::string default_root_dir = ".";
@@ -83,11 +83,14 @@ int main(int argc, char** argv) {
   app.add_option("--limit-val-batches", a.limit_val_batches)->capture_default_str();
   app.add_option("--fast-dev-run", a.fast_dev_run, "run n batches of train/val/test")
       ->capture_default_str();
-  app.add_option("--precision", a.precision, "32, bf16-mixed or 16-mixed")->capture_default_str();
+  app.add_option("--precision", a.precision, "auto, 32, bf16-mixed or 16-mixed")
+      ->capture_default_str();
   app.add_option("--accumulate-grad-batches", a.accumulate_grad_batches)->capture_default_str();
   app.add_option("--gradient-clip-val", a.gradient_clip_val)->capture_default_str();
   app.add_option("--default-root-dir", a.default_root_dir)->capture_default_str();
-  app.add_option("--num-threads", a.num_threads, "LibTorch intra-op threads (0: all cores)")
+  app.add_option(
+         "--num-threads", a.num_threads,
+         "LibTorch intra-op threads (0: the CPUs this process may use; -1: LibTorch's own default)")
       ->capture_default_str();
   app.add_option("--accelerator", a.accelerator, "auto, cpu or cuda")->capture_default_str();
   app.add_option("--log-every-n-steps", a.log_every_n_steps)->capture_default_str();
@@ -107,7 +110,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    if (a.num_threads > 0) torch::set_num_threads(static_cast<int>(a.num_threads));
+    FRUGAL_CHECK(a.num_threads >= -1, "--num-threads must be >= 0 (or -1), got ", a.num_threads);
     frugal::TrainerOptions options =
         frugal::TrainerOptions()
             .max_epochs(a.max_epochs)
@@ -118,6 +121,7 @@ int main(int argc, char** argv) {
             .limit_val_batches(frugal::BatchLimit::parse(a.limit_val_batches))
             .fast_dev_run(a.fast_dev_run)
             .precision(a.precision)
+            .num_threads(a.num_threads)
             .accumulate_grad_batches(a.accumulate_grad_batches)
             .gradient_clip_val(a.gradient_clip_val)
             .default_root_dir(a.default_root_dir)

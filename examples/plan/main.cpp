@@ -85,7 +85,8 @@ int main(int argc, char** argv) {
   app.add_option("--output", a.output, "folder for trials.csv and trials.json (\"\": none)")
       ->capture_default_str();
   app.add_option("--accelerator", a.accelerator, "auto, cpu or cuda")->capture_default_str();
-  app.add_option("--num-threads", a.num_threads, "LibTorch intra-op threads (0: all cores)")
+  app.add_option("--num-threads", a.num_threads,
+                 "LibTorch intra-op threads (0: the CPUs this process may use)")
       ->capture_default_str();
   app.add_flag("--no-fixed-mmap-threshold", a.no_fixed_mmap_threshold,
                "keep glibc's moving mmap threshold (CPU memory figures get noisy; "
@@ -96,7 +97,7 @@ int main(int argc, char** argv) {
 #ifdef __GLIBC__
     if (!a.no_fixed_mmap_threshold) mallopt(M_MMAP_THRESHOLD, 64 * 1024);
 #endif
-    if (a.num_threads > 0) torch::set_num_threads(static_cast<int>(a.num_threads));
+    FRUGAL_CHECK(a.num_threads >= 0, "--num-threads must be >= 0, got ", a.num_threads);
     FRUGAL_CHECK(a.memory_budget_mib >= 0, "--memory-budget must be >= 0 MiB, got ",
                  a.memory_budget_mib);
     frugal::TrialsOptions options = frugal::TrialsOptions()
@@ -111,6 +112,7 @@ int main(int argc, char** argv) {
                                         .weight_accuracy(a.weight_accuracy)
                                         .output_dir(a.output)
                                         .out(&std::cout);
+    options.trainer().num_threads(a.num_threads);
     frugal::Trials trials(options);  // checks the options before the data is read
 
     frugal::TrialGrid grid;

@@ -26,6 +26,7 @@
 #include <frugal/callbacks/timer.h>
 #include <frugal/data/batch_source.h>
 #include <frugal/data/datasets/mnist.h>
+#include <frugal/hardware/cpu_threads.h>
 #include <frugal/io/checkpoint.h>
 #include <frugal/io/hash.h>
 #include <frugal/loggers/logger.h>

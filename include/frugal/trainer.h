@@ -134,6 +134,12 @@ struct TrainerOptions {
   /// Check a checkpoint's SHA-256 before resuming from it (one extra read of the file; turn off
   /// only for huge files on trusted storage). Files written before checksums load with a warning.
   TORCH_ARG(bool, verify_checkpoints) = true;
+  /// LibTorch's intra-op CPU threads. 0: decided by frugal from the CPUs this process may run on
+  /// (OMP_NUM_THREADS when set, else the affinity mask and the cgroup CPU quota, divided among the
+  /// ranks on this machine; frugal/hardware/cpu_threads.h); n > 0: n; -1: leave LibTorch's setting
+  /// as it is (for programs that call at::set_num_threads themselves). Applied when the Trainer is
+  /// built; the first lines of a fit say how many and why.
+  TORCH_ARG(int64_t, num_threads) = 0;
 
  public:
   /// Sets max_time from "DD:HH:MM:SS" (Lightning's format) or a duration.

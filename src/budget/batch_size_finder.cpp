@@ -134,7 +134,7 @@ class Search {
         snapshot_(task.module(), optimizer, options.device()),
         meter_(options.device()) {
     precision_ = detail::make_precision(options.precision(), options.device());
-    if (options.precision() == Precision::k16Mixed) {
+    if (precision_->mode() == Precision::k16Mixed) {
       // A trial must reach the optimizer step (which allocates the optimizer's state); the
       // default initial scale of 65536 skips the first steps on overflow, a scale of 1 does not.
       precision_ = detail::make_loss_scaling_plugin(GradScalerOptions().init_scale(1.0),
