@@ -305,7 +305,7 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
     ckpt_path_.clear();
     if (!ckpt_path.empty()) {
       ckpt_path_ = resolve_ckpt_path(ckpt_path);
-      restore(task, ckpt_path_);
+      if (!ckpt_path_.empty()) restore(task, ckpt_path_);
     }
 
     std::map<std::string, std::string> hparams = options_.to_map();
@@ -869,7 +869,26 @@ std::string Trainer::resolve_ckpt_path(const std::string& which) const {
     }
   }
   const std::string last = (std::filesystem::path(checkpoint_dir()) / "last.ckpt").string();
-  if (which == "last" && std::filesystem::exists(last)) return last;
+  if (which == "last") {
+    if (std::filesystem::exists(last)) return last;
+    // As Lightning (checkpoint_connector._parse_ckpt_path): not an error, so that a job's one
+    // command line with ckpt_path="last" works from its first start; it starts fresh.
+    if (is_global_zero()) {
+      std::string looked = checkpoint_dir();
+      for (const auto& cb : callbacks_) {
+        if (auto* mc = dynamic_cast<ModelCheckpoint*>(cb.get()); mc && !mc->dirpath().empty() &&
+                                                                 mc->dirpath() != looked) {
+          looked += ", " + mc->dirpath();
+        }
+      }
+      std::cerr << "frugal: warning: fit(ckpt_path=\"last\") is set, but there is no last "
+                   "checkpoint available (looked in "
+                << looked
+                << "). No checkpoint will be loaded: training starts fresh. HINT: set "
+                   "ModelCheckpoint's save_last(true).\n";
+    }
+    return "";
+  }
   FRUGAL_CHECK(false, "ckpt_path=\"", which, "\": no such checkpoint is known (looked in ",
                checkpoint_dir(),
                which == "best" ? " and at the ModelCheckpoint callbacks' best_model_path)" : ")");
