@@ -694,10 +694,9 @@ TEST(ModelCheckpoint, FitWithLastBeforeAnyCheckpointWarnsAndStartsFresh) {
 
   // The same call again resumes from what the first run saved: nothing left to do.
   Scripted again(tiny_net(), {2, 1, 0});
-  Trainer second(quiet_options(dir).max_epochs(3), {std::make_shared<ModelCheckpoint>(
-                                                       ModelCheckpointOptions()
-                                                           .dirpath(dir + "/ckpts")
-                                                           .save_last(true))});
+  Trainer second(quiet_options(dir).max_epochs(3),
+                 {std::make_shared<ModelCheckpoint>(
+                     ModelCheckpointOptions().dirpath(dir + "/ckpts").save_last(true))});
   ::testing::internal::CaptureStderr();
   second.fit(again, loader(8, 4), loader(8, 8), "last");
   EXPECT_THAT(::testing::internal::GetCapturedStderr(), Not(HasSubstr("no last checkpoint")));

@@ -61,6 +61,7 @@ class ScriptedModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, _ = batch
         loss = self.net(x).pow(2).mean()
+        self.last_raw_loss = loss.detach()
         if batch_idx == 0:
             for name, seq in self.spec.get("train_metrics", {}).items():
                 self.log(name, scripted(seq, self.current_epoch), on_step=False, on_epoch=True)
@@ -120,6 +121,7 @@ class Recorder(pl.Callback):
         self.epoch_end_steps = []
         self.val_points = []
         self.lrs = []
+        self.backward_scale = []
 
     def on_train_epoch_start(self, trainer, module):
         self.hooks["train_epoch_start"] += 1
@@ -144,6 +146,8 @@ class Recorder(pl.Callback):
 
     def on_before_backward(self, trainer, module, loss):
         self.hooks["backward"] += 1
+        # What backward runs on, over the step's loss: 1/k inside accumulation windows.
+        self.backward_scale.append(round(float(loss.detach() / module.last_raw_loss), 6))
 
     def on_before_optimizer_step(self, trainer, module, optimizer):
         self.hooks["optimizer_steps"] += 1
@@ -227,6 +231,8 @@ def run_once(spec, root, attempt):
     }
     if spec.get("scheduler"):
         out["lrs"] = rec.lrs
+    if spec.get("trainer", {}).get("accumulate_grad_batches", 1) > 1:
+        out["backward_scale"] = rec.backward_scale
     if es is not None:
         stopped = es.stopping_reason.name != "NOT_STOPPED"
         out["early_stopping"] = {

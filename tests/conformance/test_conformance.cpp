@@ -100,6 +100,7 @@ struct ScriptedTask : frugal::Task {
   torch::nn::Module& module() override { return *net; }
   at::Tensor training_step(const frugal::Batch& b, frugal::StepContext& ctx) override {
     const at::Tensor loss = net->forward(b.data).pow(2).mean();
+    last_raw_loss = loss.detach();
     const int64_t epoch = ctx.trainer().state().epoch;
     if (ctx.batch_idx() == 0 && spec.contains("train_metrics")) {
       for (const auto& [name, seq] : spec["train_metrics"].items()) {
@@ -139,8 +140,9 @@ struct ScriptedTask : frugal::Task {
                                                            sch.value("eta_min", 0.0));
       }
       if (type == "LinearWarmupLR") {
-        return std::make_shared<frugal::LinearWarmupLR>(
-            opt, sch["total_iters"], sch["start_factor"].get<double>(), sch.value("end_factor", 1.0));
+        return std::make_shared<frugal::LinearWarmupLR>(opt, sch["total_iters"],
+                                                        sch["start_factor"].get<double>(),
+                                                        sch.value("end_factor", 1.0));
       }
       if (type == "OneCycleLR") {
         return std::make_shared<frugal::OneCycleLR>(
@@ -159,11 +161,11 @@ struct ScriptedTask : frugal::Task {
       }
       throw std::runtime_error("unknown scheduler " + type);
     };
-    frugal::OptimizerConfig config = frugal::with_scheduler(
-        sgd, make,
-        sch.value("interval", "epoch") == "step" ? frugal::Interval::kStep
-                                                 : frugal::Interval::kEpoch,
-        sch.value("monitor", ""))(*net);
+    frugal::OptimizerConfig config =
+        frugal::with_scheduler(sgd, make,
+                               sch.value("interval", "epoch") == "step" ? frugal::Interval::kStep
+                                                                        : frugal::Interval::kEpoch,
+                               sch.value("monitor", ""))(*net);
     config.frequency = sch.value("frequency", 1);
     return config;
   }
@@ -183,6 +185,7 @@ struct ScriptedTask : frugal::Task {
   json spec;
   torch::nn::Linear net{nullptr};
   int64_t val_runs = 0;
+  at::Tensor last_raw_loss;
 };
 
 struct Recorder : frugal::Callback {
@@ -193,6 +196,7 @@ struct Recorder : frugal::Callback {
   std::vector<int64_t> epoch_end_steps;
   std::vector<std::vector<int64_t>> val_points;
   std::vector<double> lrs;
+  std::vector<double> backward_scale;
 
   std::string state_key() const override { return "ConformanceRecorder"; }
   void on_train_epoch_start(frugal::Trainer&, frugal::Task&) override {
@@ -216,8 +220,12 @@ struct Recorder : frugal::Callback {
                                  int64_t) override {
     ++hooks[t.state().sanity_checking ? "sanity_val_batches" : "val_batches"];
   }
-  void on_before_backward(frugal::Trainer&, frugal::Task&, const at::Tensor&) override {
+  void on_before_backward(frugal::Trainer&, frugal::Task& task, const at::Tensor& loss) override {
     ++hooks["backward"];
+    // What backward runs on, over the step's loss: 1/k inside accumulation windows.
+    const double scale =
+        (loss.detach() / dynamic_cast<ScriptedTask&>(task).last_raw_loss).item<double>();
+    backward_scale.push_back(std::round(scale * 1e6) / 1e6);
   }
   void on_before_optimizer_step(frugal::Trainer&, frugal::Task&,
                                 torch::optim::Optimizer& opt) override {
@@ -300,9 +308,8 @@ json run_once(const json& spec, const std::string& root) {
   if (t.contains("limit_val_batches")) o.limit_val_batches(limit(t["limit_val_batches"]));
   if (t.contains("val_check_interval")) o.val_check_interval(limit(t["val_check_interval"]));
   if (t.contains("check_val_every_n_epoch")) {
-    o.check_val_every_n_epoch(t["check_val_every_n_epoch"].is_null()
-                                  ? 0
-                                  : t["check_val_every_n_epoch"].get<int64_t>());
+    o.check_val_every_n_epoch(
+        t["check_val_every_n_epoch"].is_null() ? 0 : t["check_val_every_n_epoch"].get<int64_t>());
   }
   o.num_sanity_val_steps(t.value("num_sanity_val_steps", 2));
   o.accumulate_grad_batches(t.value("accumulate_grad_batches", 1));
@@ -357,8 +364,7 @@ json run_once(const json& spec, const std::string& root) {
   auto train = make(spec["train_samples"], spec["batch_size"], 1);
   std::shared_ptr<frugal::TensorLoader> val;
   if (spec.value("val_samples", 0) > 0) {
-    val = make(spec["val_samples"], spec.value("val_batch_size", spec["batch_size"].get<int>()),
-               2);
+    val = make(spec["val_samples"], spec.value("val_batch_size", spec["batch_size"].get<int>()), 2);
   }
   trainer.fit(task, train, val);
 
@@ -368,6 +374,7 @@ json run_once(const json& spec, const std::string& root) {
   out["epoch_end_steps"] = rec->epoch_end_steps;
   out["val_points"] = rec->val_points;
   if (spec.contains("scheduler")) out["lrs"] = rec->lrs;
+  if (t.value("accumulate_grad_batches", 1) > 1) out["backward_scale"] = rec->backward_scale;
   if (es) {
     const bool stopped = !es->stopping_reason().empty();
     out["early_stopping"] = {{"stopped", stopped},
@@ -381,13 +388,12 @@ json run_once(const json& spec, const std::string& root) {
     auto rel = [&](const std::string& p) {
       return p.empty() ? std::string() : fs::relative(p, d).string();
     };
-    out["checkpoint"] = {
-        {"files", rel_files(d)},
-        {"best", rel(mc->best_model_path())},
-        {"best_score", mc->best_model_path().empty() || !mc->best_model_score()
-                           ? json()
-                           : to_json_number(*mc->best_model_score())},
-        {"last", rel(mc->last_model_path())}};
+    out["checkpoint"] = {{"files", rel_files(d)},
+                         {"best", rel(mc->best_model_path())},
+                         {"best_score", mc->best_model_path().empty() || !mc->best_model_score()
+                                            ? json()
+                                            : to_json_number(*mc->best_model_score())},
+                         {"last", rel(mc->last_model_path())}};
   }
   return out;
 }
@@ -403,10 +409,20 @@ json run_frugal(const json& spec, const std::string& root) {
     std::sort(names.begin(), names.end());
     json columns;
     json rows = read_metrics_csv(logs + "/version_0/metrics.csv", columns);
+    // frugal writes the Trainer's options beside the task's hparams (docs/logging.md): those
+    // are compared apart, as "hparams_trainer_options".
+    json hparams = read_yaml_map(logs + "/version_0/hparams.yaml");
+    json task_hparams = json::object(), trainer_options = json::object();
+    const auto option_names = frugal::TrainerOptions().to_map();
+    for (const auto& [k, v] : hparams.items()) {
+      const bool from_task = spec.contains("hparams") && spec["hparams"].contains(k);
+      (option_names.count(k) && !from_task ? trainer_options : task_hparams)[k] = v;
+    }
     out["logger"] = {{"versions", names},
                      {"columns", columns},
                      {"rows", rows},
-                     {"hparams", read_yaml_map(logs + "/version_0/hparams.yaml")}};
+                     {"hparams", task_hparams.empty() ? json() : task_hparams},
+                     {"hparams_trainer_options", trainer_options.size()}};
   }
   return out;
 }

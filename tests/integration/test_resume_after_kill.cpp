@@ -1,7 +1,8 @@
 // Exact resume with real processes: the example is killed with SIGKILL at arbitrary moments
 // (mid-epoch, mid accumulation window), resumed from its last step checkpoint each time, and ends
 // with the same parameters (SHA-256) and the same validation and test metrics as an uninterrupted
-// run. Every start has the same command line (--ckpt-path last, also the first). Also: SIGTERM makes it save a checkpoint and exit cleanly.
+// run. Every start has the same command line (--ckpt-path last, also the first). Also: SIGTERM
+// makes it save a checkpoint and exit cleanly.
 #include <gtest/gtest.h>
 
 #include <chrono>
