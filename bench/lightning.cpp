@@ -15,6 +15,7 @@
 //   scripts/bench lightning [--repeats 5] [--samples 3200]
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <frugal/budget/cpu_memory.h>
 #include <frugal/callbacks/progress_bar.h>
 #include <frugal/classifier.h>
 #include <frugal/data/batch_source.h>
@@ -32,6 +33,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -75,8 +77,7 @@ struct Row {
 };
 
 double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 struct Data {
@@ -134,10 +135,10 @@ double run_hand(const Args& args, const Data& data, const Row& row) {
     const at::Tensor index = order.slice(0, i * row.batch, std::min((i + 1) * row.batch, n));
     const at::Tensor x = data.images.index_select(0, index);
     const at::Tensor y = data.labels.index_select(0, index);
-    if (bf16) frugal::detail::set_autocast(c10::DeviceType::CPU, true, at::kBFloat16);
+    if (bf16) frugal::compat::set_autocast(c10::DeviceType::CPU, true, at::kBFloat16);
     at::Tensor loss = torch::nn::functional::cross_entropy(net->forward(x), y);
     if (bf16) {
-      frugal::detail::set_autocast(c10::DeviceType::CPU, false, at::kBFloat16);
+      frugal::compat::set_autocast(c10::DeviceType::CPU, false, at::kBFloat16);
       at::autocast::clear_cache();
     }
     (row.k > 1 ? loss / static_cast<double>(row.k) : loss).backward();
@@ -192,7 +193,7 @@ class PythonChild {
       while (!line.empty() && line.back() == '\n') line.pop_back();
       if (line.rfind(prefix, 0) == 0) return line.substr(prefix.size());
       FRUGAL_CHECK(line.rfind("error", 0) != 0, "lightning_loop.py: ", line);
-      std::cerr << "python: " << line << "\n";
+      // Anything else is Lightning's progress bar (TQDM writes to stdout): dropped, as a log.
     }
     FRUGAL_CHECK(false, "lightning_loop.py ended (see /tmp/frugal_bench_lightning_child.log)");
     return "";
@@ -232,9 +233,9 @@ std::pair<double, double> same_work_check(const Args& args, const Data& data, Py
   torch::nn::Sequential net = frugal::models::SmallCnn(10, 1, 28, /*dropout=*/0.0);
   write_floats((root / "init.bin").string(), flat_params(*net));
   frugal::Classifier task(net, frugal::AdamW(1e-3));
-  auto train = std::make_shared<frugal::TensorLoader>(
-      data.images.slice(0, 0, batch * steps), data.labels.slice(0, 0, batch * steps),
-      frugal::TensorLoaderOptions(batch));
+  auto train = std::make_shared<frugal::TensorLoader>(data.images.slice(0, 0, batch * steps),
+                                                      data.labels.slice(0, 0, batch * steps),
+                                                      frugal::TensorLoaderOptions(batch));
   frugal::Trainer trainer(frugal::TrainerOptions()
                               .max_epochs(1)
                               .accelerator("cpu")
@@ -243,10 +244,10 @@ std::pair<double, double> same_work_check(const Args& args, const Data& data, Py
                               .default_root_dir(root.string()));
   trainer.fit(task, train);
   write_floats((root / "final.bin").string(), flat_params(*net));
-  const std::string reply = py.ask(fmt::format("check {} {} {} {}", batch, steps,
-                                               (root / "init.bin").string(),
-                                               (root / "final.bin").string()),
-                                   "checked ");
+  const std::string reply =
+      py.ask(fmt::format("check {} {} {} {}", batch, steps, (root / "init.bin").string(),
+                         (root / "final.bin").string()),
+             "checked ");
   double diff = 0, moved = 0;
   std::sscanf(reply.c_str(), "%lf %lf", &diff, &moved);
   return {diff, moved};
@@ -262,7 +263,8 @@ double startup_seconds(const std::vector<std::string>& argv_text) {
   char buffer[4096];
   double t1 = 0;
   while (std::fgets(buffer, sizeof buffer, p) != nullptr) {
-    if (std::sscanf(buffer, "first_step %lf", &t1) == 1) break;
+    const char* at = std::strstr(buffer, "first_step ");  // after a progress bar's '\r' text
+    if (at != nullptr && std::sscanf(at, "first_step %lf", &t1) == 1) break;
   }
   ::pclose(p);
   FRUGAL_CHECK(t1 > 0, "no first step from ", cmd);
@@ -299,6 +301,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     torch::set_num_threads(args.threads);
+    // The Trainer keeps freed CPU memory for reuse while it fits (frugal/budget/cpu_memory.h) and
+    // the setting outlives the fit: set it for the whole process, so that the hand loop runs under
+    // the same allocator (as bench_trainer_overhead does).
+    frugal::keep_freed_cpu_memory();
     auto all = frugal::datasets::FashionMnist::load(args.data_dir);
     const Data data{all.train().images.slice(0, 0, args.samples).clone(),
                     all.train().labels.slice(0, 0, args.samples).clone()};
@@ -310,8 +316,7 @@ int main(int argc, char** argv) {
       frugal::Classifier task(net, frugal::AdamW(1e-3));
       std::ostringstream bar_text;
       frugal::Trainer trainer(
-          frugal::TrainerOptions().max_epochs(1).accelerator("cpu").default_root_dir(
-              root.string()),
+          frugal::TrainerOptions().max_epochs(1).accelerator("cpu").default_root_dir(root.string()),
           {std::make_shared<frugal::ProgressBar>(
                frugal::ProgressBarOptions().terminal(false).out(&bar_text)),
            std::make_shared<FirstStep>()});
@@ -319,9 +324,10 @@ int main(int argc, char** argv) {
       return 1;
     }
 
-    fmt::print("frugal on LibTorch {}; {} threads; SmallCnn, {} Fashion-MNIST samples, AdamW, "
-               "1 epoch per run, {} repeats after 1 warm-up; load average {}\n",
-               TORCH_VERSION, args.threads, args.samples, args.repeats, load_average());
+    fmt::print(
+        "frugal on LibTorch {}; {} threads; SmallCnn, {} Fashion-MNIST samples, AdamW, "
+        "1 epoch per run, {} repeats after 1 warm-up; load average {}\n",
+        TORCH_VERSION, args.threads, args.samples, args.repeats, load_average());
     PythonChild py({args.python, args.script, "--data-dir", args.data_dir, "--samples",
                     std::to_string(args.samples), "--threads", std::to_string(args.threads),
                     "--seed", std::to_string(args.seed)});
@@ -329,12 +335,14 @@ int main(int argc, char** argv) {
 
     const auto [diff, moved] = same_work_check(args, data, py, root);
     const bool same = diff <= 1e-4;
-    fmt::print("same work: frugal's Trainer and Lightning from the same initial weights, 20 "
-               "batches of 64 in order, dropout off: max |param difference| {:.3g} (parameters "
-               "moved up to {:.3g}): {}\n",
-               diff, moved, same ? "same within 1e-4" : "DIFFERENT");
+    fmt::print(
+        "same work: frugal's Trainer and Lightning from the same initial weights, 20 "
+        "batches of 64 in order, dropout off: max |param difference| {:.3g} (parameters "
+        "moved up to {:.3g}): {}\n",
+        diff, moved, same ? "same within 1e-4" : "DIFFERENT");
 
-    const std::vector<Row> rows = {{8, 1, "32"}, {64, 1, "32"}, {8, 4, "32"}, {64, 1, "bf16-mixed"}};
+    const std::vector<Row> rows = {
+        {8, 1, "32"}, {64, 1, "32"}, {8, 4, "32"}, {64, 1, "bf16-mixed"}};
     const std::vector<std::string> variants = {"trainer", "hand", "torch", "lightning", "stripped"};
     std::vector<std::map<std::string, double>> medians;
     for (const Row& row : rows) {
@@ -346,8 +354,8 @@ int main(int argc, char** argv) {
         } else if (v == "hand") {
           s = run_hand(args, data, row);
         } else {
-          const std::string r = py.ask(
-              fmt::format("run {} {} {} {}", v, row.batch, row.k, row.precision), "result ");
+          const std::string r =
+              py.ask(fmt::format("run {} {} {} {}", v, row.batch, row.k, row.precision), "result ");
           s = std::stod(r);
         }
         return static_cast<double>(args.samples) / s;
@@ -368,11 +376,12 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
 
-    const std::vector<std::string> exe = {argv[0], "--python", args.python, "--samples",
-                                          std::to_string(args.samples), "--startup-probe", "1"};
-    const std::vector<std::string> lexe = {args.python, args.script, "--samples",
-                                           std::to_string(args.samples), "--startup-probe",
-                                           "lightning"};
+    const std::vector<std::string> exe = {
+        argv[0],           "--python", args.python, "--samples", std::to_string(args.samples),
+        "--startup-probe", "1"};
+    const std::vector<std::string> lexe = {args.python,       args.script,
+                                           "--samples",       std::to_string(args.samples),
+                                           "--startup-probe", "lightning"};
     std::vector<double> fs_, ls_;
     for (int r = 0; r < args.repeats; ++r) {
       fs_.push_back(startup_seconds(exe));
@@ -384,17 +393,17 @@ int main(int argc, char** argv) {
                "lightning", "stripped");
     for (size_t i = 0; i < rows.size(); ++i) {
       auto& m = medians[i];
-      fmt::print("{:<22} {:>8.0f} {:>8.0f} {:>8.0f} {:>9.0f} {:>8.0f}   frugal/lightning {:.2f}  "
-                 "frugal/stripped {:.2f}  frugal/hand {:.3f}\n",
-                 rows[i].name(), m["trainer"], m["hand"], m["torch"], m["lightning"],
-                 m["stripped"], m["trainer"] / m["lightning"], m["trainer"] / m["stripped"],
-                 m["trainer"] / m["hand"]);
+      fmt::print(
+          "{:<22} {:>8.0f} {:>8.0f} {:>8.0f} {:>9.0f} {:>8.0f}   frugal/lightning {:.2f}  "
+          "frugal/stripped {:.2f}  frugal/hand {:.3f}\n",
+          rows[i].name(), m["trainer"], m["hand"], m["torch"], m["lightning"], m["stripped"],
+          m["trainer"] / m["lightning"], m["trainer"] / m["stripped"], m["trainer"] / m["hand"]);
     }
-    fmt::print("startup (process start to first optimizer step, median of {}): frugal {:.2f} s "
-               "({}), lightning {:.2f} s ({}): lightning/frugal {:.1f}\n",
-               args.repeats, median(fs_), fmt::format("{:.2f}", fmt::join(fs_, " ")),
-               median(ls_), fmt::format("{:.2f}", fmt::join(ls_, " ")),
-               median(ls_) / median(fs_));
+    fmt::print(
+        "startup (process start to first optimizer step, median of {}): frugal {:.2f} s "
+        "({}), lightning {:.2f} s ({}): lightning/frugal {:.1f}\n",
+        args.repeats, median(fs_), fmt::format("{:.2f}", fmt::join(fs_, " ")), median(ls_),
+        fmt::format("{:.2f}", fmt::join(ls_, " ")), median(ls_) / median(fs_));
     std::error_code ec;
     fs::remove_all(root, ec);
     return same ? 0 : 2;
