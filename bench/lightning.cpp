@@ -299,6 +299,7 @@ int main(int argc, char** argv) {
   app.add_option("--script", args.script)->capture_default_str();
   app.add_option("--startup-probe", args.startup_probe)->group("");
   CLI11_PARSE(app, argc, argv);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // each row as soon as it is measured
   try {
     torch::set_num_threads(args.threads);
     // The Trainer keeps freed CPU memory for reuse while it fits (frugal/budget/cpu_memory.h) and
@@ -341,6 +342,24 @@ int main(int argc, char** argv) {
         "moved up to {:.3g}): {}\n",
         diff, moved, same ? "same within 1e-4" : "DIFFERENT");
 
+    const std::vector<std::string> exe = {
+        argv[0],           "--python", args.python, "--samples", std::to_string(args.samples),
+        "--startup-probe", "1"};
+    const std::vector<std::string> lexe = {args.python,       args.script,
+                                           "--samples",       std::to_string(args.samples),
+                                           "--startup-probe", "lightning"};
+    std::vector<double> fs_, ls_;
+    for (int r = 0; r < args.repeats; ++r) {
+      fs_.push_back(startup_seconds(exe));
+      ls_.push_back(startup_seconds(lexe));
+    }
+
+    fmt::print(
+        "startup (process start to first optimizer step, median of {}): frugal {:.2f} s "
+        "({}), lightning {:.2f} s ({}): lightning/frugal {:.1f}\n",
+        args.repeats, median(fs_), fmt::format("{:.2f}", fmt::join(fs_, " ")), median(ls_),
+        fmt::format("{:.2f}", fmt::join(ls_, " ")), median(ls_) / median(fs_));
+
     const std::vector<Row> rows = {
         {8, 1, "32"}, {64, 1, "32"}, {8, 4, "32"}, {64, 1, "bf16-mixed"}};
     const std::vector<std::string> variants = {"trainer", "hand", "torch", "lightning", "stripped"};
@@ -376,18 +395,6 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
 
-    const std::vector<std::string> exe = {
-        argv[0],           "--python", args.python, "--samples", std::to_string(args.samples),
-        "--startup-probe", "1"};
-    const std::vector<std::string> lexe = {args.python,       args.script,
-                                           "--samples",       std::to_string(args.samples),
-                                           "--startup-probe", "lightning"};
-    std::vector<double> fs_, ls_;
-    for (int r = 0; r < args.repeats; ++r) {
-      fs_.push_back(startup_seconds(exe));
-      ls_.push_back(startup_seconds(lexe));
-    }
-
     fmt::print("\nmedians, samples/s (load average now {})\n", load_average());
     fmt::print("{:<22} {:>8} {:>8} {:>8} {:>9} {:>8}\n", "row", "frugal", "hand", "torch",
                "lightning", "stripped");
@@ -399,11 +406,6 @@ int main(int argc, char** argv) {
           rows[i].name(), m["trainer"], m["hand"], m["torch"], m["lightning"], m["stripped"],
           m["trainer"] / m["lightning"], m["trainer"] / m["stripped"], m["trainer"] / m["hand"]);
     }
-    fmt::print(
-        "startup (process start to first optimizer step, median of {}): frugal {:.2f} s "
-        "({}), lightning {:.2f} s ({}): lightning/frugal {:.1f}\n",
-        args.repeats, median(fs_), fmt::format("{:.2f}", fmt::join(fs_, " ")), median(ls_),
-        fmt::format("{:.2f}", fmt::join(ls_, " ")), median(ls_) / median(fs_));
     std::error_code ec;
     fs::remove_all(root, ec);
     return same ? 0 : 2;
