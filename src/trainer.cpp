@@ -335,7 +335,7 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
     ckpt_path_.clear();
     if (!ckpt_path.empty()) {
       ckpt_path_ = resolve_ckpt_path(ckpt_path);
-      restore(task, ckpt_path_);
+      if (!ckpt_path_.empty()) restore(task, ckpt_path_);
     }
 
     std::map<std::string, std::string> hparams = options_.to_map();
@@ -457,15 +457,18 @@ void Trainer::run_training(Task& task, BatchSource& train, BatchSource* val) {
   FRUGAL_HOOK(on_train_end, task);
 }
 
-bool Trainer::should_validate(int64_t batch_idx, bool stopping) const {
+// As Lightning (_TrainingEpochLoop._should_check_val_fx, checked by tests/conformance): every
+// val_check_batches batches (of the epoch, or in total across epochs), and when a requested stop
+// (EarlyStopping, request_stop) ends training; not at an epoch end that is no multiple of
+// val_check_batches, and not when max_steps ends training.
+bool Trainer::should_validate(int64_t batch_idx, bool stop_requested) const {
   if (fit_->val_batches == 0) return false;
   const int64_t every_n_epochs = options_.check_val_every_n_epoch();
   if (every_n_epochs == 0) {  // batch-count driven, across epochs
-    return fit_->total_batches % fit_->val_check_batches == 0 || stopping;
+    return fit_->total_batches % fit_->val_check_batches == 0 || stop_requested;
   }
   if ((state_.epoch + 1) % every_n_epochs != 0) return false;
-  const bool last = batch_idx + 1 == num_training_batches_;
-  return (batch_idx + 1) % fit_->val_check_batches == 0 || last || stopping;
+  return (batch_idx + 1) % fit_->val_check_batches == 0 || stop_requested;
 }
 
 // One epoch. Returns true when it ran to its end (false: stopped early).
@@ -501,6 +504,7 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
     // A stop (max_steps, a callback, the time limit, a signal) takes effect at the end of an
     // accumulation window, never inside one.
     const bool window_end = (i + 1) % k == 0 || i + 1 == n;
+    bool stop_requested = false;
     if (window_end) {
       // Every rank takes the same decision at the same step (a signal or a stop request on one
       // rank stops all), so no rank ever waits for another in a collective.
@@ -511,8 +515,9 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
       }
       if (agreed[kVoteStop] && !state_.should_stop) request_stop("stop requested on another rank");
       stopped = i + 1 < n && (max_steps_reached() || agreed[kVoteStop]);
+      stop_requested = stopped && agreed[kVoteStop];
     }
-    if (val && should_validate(i, stopped)) {
+    if (val && should_validate(i, stop_requested)) {
       fit_->batch_validated =
           true;  // a checkpoint saved by the validation's hooks resumes after it
       run_evaluation(task, *val, Stage::kValidate, fit_->val_batches, /*sanity=*/false);
@@ -901,7 +906,26 @@ std::string Trainer::resolve_ckpt_path(const std::string& which) const {
     }
   }
   const std::string last = (std::filesystem::path(checkpoint_dir()) / "last.ckpt").string();
-  if (which == "last" && std::filesystem::exists(last)) return last;
+  if (which == "last") {
+    if (std::filesystem::exists(last)) return last;
+    // As Lightning (checkpoint_connector._parse_ckpt_path): not an error, so that a job's one
+    // command line with ckpt_path="last" works from its first start; it starts fresh.
+    if (is_global_zero()) {
+      std::string looked = checkpoint_dir();
+      for (const auto& cb : callbacks_) {
+        if (auto* mc = dynamic_cast<ModelCheckpoint*>(cb.get());
+            mc && !mc->dirpath().empty() && mc->dirpath() != looked) {
+          looked += ", " + mc->dirpath();
+        }
+      }
+      std::cerr << "frugal: warning: fit(ckpt_path=\"last\") is set, but there is no last "
+                   "checkpoint available (looked in "
+                << looked
+                << "). No checkpoint will be loaded: training starts fresh. HINT: set "
+                   "ModelCheckpoint's save_last(true).\n";
+    }
+    return "";
+  }
   FRUGAL_CHECK(false, "ckpt_path=\"", which, "\": no such checkpoint is known (looked in ",
                checkpoint_dir(),
                which == "best" ? " and at the ModelCheckpoint callbacks' best_model_path)" : ")");

@@ -196,7 +196,8 @@ class Trainer {
   Trainer& operator=(const Trainer&) = delete;
 
   /// Trains `task` on `train`, validating on `val` (may be null). `ckpt_path` resumes from a
-  /// checkpoint: a path, "last" (the newest last-checkpoint of the ModelCheckpoint callbacks) or
+  /// checkpoint: a path, "last" (the newest last-checkpoint of the ModelCheckpoint callbacks; when
+  /// there is none yet, a warning naming where it looked and a fresh start, as Lightning) or
   /// "best" (their best model); empty: start fresh.
   void fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_ptr<BatchSource> val = {},
            const std::string& ckpt_path = "");
