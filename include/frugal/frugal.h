@@ -28,8 +28,10 @@
 #include <frugal/data/datasets/mnist.h>
 #include <frugal/io/checkpoint.h>
 #include <frugal/io/hash.h>
+#include <frugal/io/weights.h>
 #include <frugal/loggers/logger.h>
 #include <frugal/models/small.h>
+#include <frugal/models/zoo.h>
 #include <frugal/optim/lr_scheduler.h>
 #include <frugal/optim/optimizers.h>
 #include <frugal/precision/grad_scaler.h>
