@@ -191,11 +191,11 @@ void init_conv_bn(torch::nn::Module& root) {
 
 // ---- ResNet ----
 
-ResNetImpl::ResNetImpl(std::vector<int64_t> layers, bool bottleneck, int64_t num_classes,
-                       int64_t in_channels, bool zero_init_residual) {
-  FRUGAL_CHECK(layers.size() == 4, "ResNet: expected 4 stage depths, got ", layers.size());
-  FRUGAL_CHECK(num_classes > 0, "ResNet: num_classes must be positive, got ", num_classes);
-  FRUGAL_CHECK(in_channels > 0, "ResNet: in_channels must be positive, got ", in_channels);
+ResNetModelImpl::ResNetModelImpl(std::vector<int64_t> layers, bool bottleneck, int64_t num_classes,
+                                 int64_t in_channels, bool zero_init_residual) {
+  FRUGAL_CHECK(layers.size() == 4, "resnet: expected 4 stage depths, got ", layers.size());
+  FRUGAL_CHECK(num_classes > 0, "resnet: num_classes must be positive, got ", num_classes);
+  FRUGAL_CHECK(in_channels > 0, "resnet: in_channels must be positive, got ", in_channels);
   conv1 = register_module("conv1", conv(in_channels, 64, 7, 2, 3));
   bn1 = register_module("bn1", torch::nn::BatchNorm2d(64));
   int64_t inplanes = 64;
@@ -219,7 +219,7 @@ ResNetImpl::ResNetImpl(std::vector<int64_t> layers, bool bottleneck, int64_t num
   }
 }
 
-at::Tensor ResNetImpl::forward(at::Tensor x) {
+at::Tensor ResNetModelImpl::forward(at::Tensor x) {
   x = torch::relu(bn1->forward(conv1->forward(x)));
   x = torch::max_pool2d(x, 3, 2, 1);
   x = layer4->forward(layer3->forward(layer2->forward(layer1->forward(x))));
@@ -227,7 +227,7 @@ at::Tensor ResNetImpl::forward(at::Tensor x) {
   return fc->forward(x);
 }
 
-void ResNetImpl::reset_classifier(int64_t num_classes) {
+void ResNetModelImpl::reset_classifier(int64_t num_classes) {
   FRUGAL_CHECK(num_classes > 0, "reset_classifier: num_classes must be positive, got ",
                num_classes);
   auto device = fc->weight.device();
@@ -235,17 +235,17 @@ void ResNetImpl::reset_classifier(int64_t num_classes) {
   fc->to(device);
 }
 
-ResNet resnet18(int64_t num_classes, int64_t in_channels, bool zero_init_residual) {
-  return ResNet(std::vector<int64_t>{2, 2, 2, 2}, false, num_classes, in_channels,
-                zero_init_residual);
+ResNetModel resnet18(int64_t num_classes, int64_t in_channels, bool zero_init_residual) {
+  return ResNetModel(std::vector<int64_t>{2, 2, 2, 2}, false, num_classes, in_channels,
+                     zero_init_residual);
 }
-ResNet resnet34(int64_t num_classes, int64_t in_channels, bool zero_init_residual) {
-  return ResNet(std::vector<int64_t>{3, 4, 6, 3}, false, num_classes, in_channels,
-                zero_init_residual);
+ResNetModel resnet34(int64_t num_classes, int64_t in_channels, bool zero_init_residual) {
+  return ResNetModel(std::vector<int64_t>{3, 4, 6, 3}, false, num_classes, in_channels,
+                     zero_init_residual);
 }
-ResNet resnet50(int64_t num_classes, int64_t in_channels, bool zero_init_residual) {
-  return ResNet(std::vector<int64_t>{3, 4, 6, 3}, true, num_classes, in_channels,
-                zero_init_residual);
+ResNetModel resnet50(int64_t num_classes, int64_t in_channels, bool zero_init_residual) {
+  return ResNetModel(std::vector<int64_t>{3, 4, 6, 3}, true, num_classes, in_channels,
+                     zero_init_residual);
 }
 
 // ---- features + classifier networks ----

@@ -2,8 +2,8 @@
 // ResNet-18/34/50 (V1.5), MobileNetV2, MobileNetV3-Small/Large, EfficientNet-B0. Parameter and
 // buffer names equal torchvision's state_dict() keys ("features.3.block.1.fc1.weight",
 // "layer2.0.downsample.1.running_var", ...), so weights move between Python and C++ unchanged
-// (see frugal/io/weights.h). Inputs are N x C x H x W float tensors; outputs are N x classes
-// logits.
+// (see frugal/io/weights.h). (The small-image ResNet of models/small.h is another network.) Inputs
+// are N x C x H x W float tensors; outputs are N x classes logits.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -113,11 +113,11 @@ class ZooModel : public torch::nn::Module {
 };
 
 /// torchvision.models.ResNet (BasicBlock / Bottleneck, V1.5: stride on the 3x3 conv).
-class ResNetImpl : public ZooModel {
+class ResNetModelImpl : public ZooModel {
  public:
   /// `layers` blocks per stage; bottleneck = false for ResNet-18/34.
-  ResNetImpl(std::vector<int64_t> layers, bool bottleneck, int64_t num_classes, int64_t in_channels,
-             bool zero_init_residual);
+  ResNetModelImpl(std::vector<int64_t> layers, bool bottleneck, int64_t num_classes,
+                  int64_t in_channels, bool zero_init_residual);
   at::Tensor forward(at::Tensor x) override;
   void reset_classifier(int64_t num_classes) override;
   int64_t num_classes() const override { return fc->options.out_features(); }
@@ -128,7 +128,7 @@ class ResNetImpl : public ZooModel {
   Seq layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
   torch::nn::Linear fc{nullptr};
 };
-TORCH_MODULE(ResNet);
+TORCH_MODULE(ResNetModel);
 
 /// A features/classifier network (MobileNetV2/V3, EfficientNet): features -> global average
 /// pooling -> flatten -> classifier.
@@ -152,12 +152,12 @@ class FeaturesClassifierImpl : public ZooModel {
 };
 TORCH_MODULE(FeaturesClassifier);
 
-ResNet resnet18(int64_t num_classes = 1000, int64_t in_channels = 3,
-                bool zero_init_residual = false);
-ResNet resnet34(int64_t num_classes = 1000, int64_t in_channels = 3,
-                bool zero_init_residual = false);
-ResNet resnet50(int64_t num_classes = 1000, int64_t in_channels = 3,
-                bool zero_init_residual = false);
+ResNetModel resnet18(int64_t num_classes = 1000, int64_t in_channels = 3,
+                     bool zero_init_residual = false);
+ResNetModel resnet34(int64_t num_classes = 1000, int64_t in_channels = 3,
+                     bool zero_init_residual = false);
+ResNetModel resnet50(int64_t num_classes = 1000, int64_t in_channels = 3,
+                     bool zero_init_residual = false);
 /// torchvision.models.mobilenet_v2 (ReLU6, inverted residuals features.N.conv.M).
 FeaturesClassifier mobilenet_v2(int64_t num_classes = 1000, int64_t in_channels = 3,
                                 double width_mult = 1.0, double dropout = 0.2);
