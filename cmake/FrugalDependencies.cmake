@@ -57,6 +57,11 @@ if(NOT TARGET nlohmann_json::nlohmann_json AND
     INTERFACE_INCLUDE_DIRECTORIES "${FRUGAL_DEPS_INCLUDE_DIR}")
 endif()
 
+if(NOT TARGET nlohmann_json::nlohmann_json)
+  message(FATAL_ERROR "frugal needs nlohmann-json (safetensors headers): install "
+                      "nlohmann-json3-dev, or run scripts/fetch-deps and bring .deps/ along")
+endif()
+
 # CUDA support is decided by the LibTorch we build against (the wheel has it, Debian's has not).
 set(FRUGAL_HAS_CUDA OFF)
 if(TARGET torch_cuda OR CUDA_FOUND)

@@ -27,6 +27,7 @@
 #include "frugal/error.h"
 #include "frugal/hardware/cpu_threads.h"
 #include "frugal/io/checkpoint.h"
+#include "frugal/models/finetune.h"
 #include "frugal/optim/lr_scheduler.h"
 #include "frugal/version.h"
 #include "io/checkpoint_io.h"
@@ -480,6 +481,7 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
   train.start_epoch(state_.epoch, first);
   if (first == 0) metrics_.begin_epoch(Stage::kTrain);  // a resumed epoch keeps its accumulators
   task.module().train();
+  keep_frozen_batchnorm_eval(task.module());  // frozen BatchNorm stays in eval
   FRUGAL_HOOK(on_train_epoch_start, task);
 
   // Note [A checkpoint between a batch and its validation]: a checkpoint saved in
@@ -490,6 +492,7 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
     fit_->batch_validated = true;
     run_evaluation(task, *val, Stage::kValidate, fit_->val_batches, /*sanity=*/false);
     task.module().train();
+    keep_frozen_batchnorm_eval(task.module());  // frozen BatchNorm stays in eval
   }
 
   bool stopped = false;
@@ -522,6 +525,7 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
           true;  // a checkpoint saved by the validation's hooks resumes after it
       run_evaluation(task, *val, Stage::kValidate, fit_->val_batches, /*sanity=*/false);
       task.module().train();
+      keep_frozen_batchnorm_eval(task.module());  // frozen BatchNorm stays in eval
       // As Lightning: a stop the validation asked for (EarlyStopping) takes effect now, not
       // after another batch; at a window's end only, and agreed by every rank (the epoch's last
       // batch is left to the epoch-end decision in run_training).

@@ -17,6 +17,7 @@
 #include <frugal/budget/batch_size_finder.h>
 #include <frugal/budget/cpu_memory.h>
 #include <frugal/budget/trials.h>
+#include <frugal/callbacks/backbone_finetuning.h>
 #include <frugal/callbacks/batch_size_finder.h>
 #include <frugal/callbacks/early_stopping.h>
 #include <frugal/callbacks/learning_rate_monitor.h>
@@ -29,8 +30,11 @@
 #include <frugal/hardware/cpu_threads.h>
 #include <frugal/io/checkpoint.h>
 #include <frugal/io/hash.h>
+#include <frugal/io/weights.h>
 #include <frugal/loggers/logger.h>
+#include <frugal/models/finetune.h>
 #include <frugal/models/small.h>
+#include <frugal/models/zoo.h>
 #include <frugal/optim/lr_scheduler.h>
 #include <frugal/optim/optimizers.h>
 #include <frugal/precision/grad_scaler.h>

@@ -13,6 +13,7 @@
 #include "compat.h"
 #include "frugal/callbacks/memory_monitor.h"
 #include "frugal/error.h"
+#include "frugal/models/finetune.h"
 #include "frugal/precision/grad_scaler.h"
 #include "optim/optim_util.h"
 #include "precision/plugin.h"
@@ -150,6 +151,7 @@ class Search {
       start_meter(meter_, options_.device().is_cuda());
       {
         task_.module().train();
+        keep_frozen_batchnorm_eval(task_.module());
         const Batch batch = make_batch(size);
         for (int64_t s = 0; s < options_.steps_per_trial(); ++s) step(batch);
       }

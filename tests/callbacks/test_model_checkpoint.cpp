@@ -424,6 +424,35 @@ TEST(ModelCheckpoint, SaveWeightsOnlyWritesLoadableWeights) {
               HasSubstr("weights only"));
 }
 
+TEST(ModelCheckpoint, SaveBestSafetensorsHoldsTheBestCheckpointsWeights) {
+  const std::string dir = temp_dir("mc_safetensors");
+  auto cb = std::make_shared<ModelCheckpoint>(ModelCheckpointOptions()
+                                                  .dirpath(dir)
+                                                  .filename("{epoch}-{val/score:.1f}")
+                                                  .monitor("val/score")
+                                                  .save_top_k(2)
+                                                  .save_best_safetensors(true));
+  std::vector<std::string> written_for;
+  auto probe = std::make_shared<Probe>();
+  probe->validation_end = [&](Trainer&) {
+    std::map<std::string, std::string> meta;
+    frugal::read_safetensors(dir + "/best.safetensors", &meta);
+    written_for.push_back(meta.at("checkpoint") + "@" + meta.at("epoch"));
+  };
+  fit_scripted(dir, cb, {5, 3, 4, 1, 2}, {probe});
+  // Rewritten when the best changes (epochs 0, 1, 3), left alone otherwise.
+  EXPECT_EQ(written_for, (std::vector<std::string>{
+                             "epoch=0-val_score=5.0.ckpt@0", "epoch=1-val_score=3.0.ckpt@1",
+                             "epoch=1-val_score=3.0.ckpt@1", "epoch=3-val_score=1.0.ckpt@3",
+                             "epoch=3-val_score=1.0.ckpt@3"}));
+  auto from_ckpt = tiny_net(7);
+  frugal::load_weights(*from_ckpt, cb->best_model_path());
+  auto from_st = tiny_net(8);
+  frugal::load_state_dict(*from_st, dir + "/best.safetensors");
+  for (const auto& [k, t] : frugal::module_state(*from_ckpt))
+    EXPECT_TRUE(torch::equal(t, frugal::module_state(*from_st).at(k))) << k;
+}
+
 // ---------------------------------------------------------------------------------------------
 // triggers
 
