@@ -56,7 +56,7 @@ class EngineScope {
   at::QEngine previous_;
 };
 
-const c10::OperatorHandle& op(const char* name) {
+c10::OperatorHandle op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
 }
 
@@ -131,7 +131,7 @@ at::Tensor DynamicQuantizedLinearImpl::forward(const at::Tensor& input) {
       " features in the last dimension, got ", input.scalar_type(), " ", input.sizes());
   FRUGAL_CHECK(input.device().is_cpu(), "DynamicQuantizedLinear: runs on the CPU only, got an ",
                "input on ", input.device());
-  static const c10::OperatorHandle& linear_dynamic = op("quantized::linear_dynamic");
+  static const c10::OperatorHandle linear_dynamic = op("quantized::linear_dynamic");
   at::Tensor x = input.dim() == 2 ? input.contiguous() : input.reshape({-1, in_features_});
   torch::jit::Stack stack;
   stack.reserve(3);
