@@ -29,7 +29,7 @@ struct Predictor::Impl {
   std::function<at::Tensor(const at::Tensor&)> forward;
   std::unique_ptr<detail::PrecisionPlugin> precision;
   // Exactly one of these holds the model.
-  std::shared_ptr<torch::nn::AnyModule> module;
+  std::shared_ptr<torch::nn::Module> module;
   std::shared_ptr<torch::jit::Module> script;
 };
 
@@ -48,6 +48,27 @@ void to_channels_last(const std::vector<at::Tensor>& tensors) {
   }
 }
 
+/// The tensors torch::save(module) wrote for `module` (one nested archive per child), paired with
+/// the module's own tensors; throws on a missing name.
+void collect_archive(torch::nn::Module& module, torch::serialize::InputArchive& archive,
+                     std::vector<std::pair<at::Tensor, at::Tensor>>& updates) {
+  for (const auto& p : module.named_parameters(/*recurse=*/false)) {
+    at::Tensor t;
+    archive.read(p.key(), t, /*is_buffer=*/false);
+    updates.emplace_back(p.value(), t);
+  }
+  for (const auto& b : module.named_buffers(/*recurse=*/false)) {
+    at::Tensor t;
+    archive.read(b.key(), t, /*is_buffer=*/true);
+    updates.emplace_back(b.value(), t);
+  }
+  for (const auto& child : module.named_children()) {
+    torch::serialize::InputArchive child_archive;
+    archive.read(child.key(), child_archive);
+    collect_archive(*child.value(), child_archive, updates);
+  }
+}
+
 }  // namespace
 
 Predictor::Predictor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -55,31 +76,31 @@ Predictor::~Predictor() = default;
 Predictor::Predictor(Predictor&&) noexcept = default;
 Predictor& Predictor::operator=(Predictor&&) noexcept = default;
 
-Predictor::Predictor(torch::nn::AnyModule module, PredictorOptions options) {
+Predictor::Predictor(std::shared_ptr<torch::nn::Module> module, Forward forward,
+                     PredictorOptions options) {
   check_options(options);
-  FRUGAL_CHECK(!module.is_empty(), "Predictor: the module is empty");
+  FRUGAL_CHECK(module != nullptr && forward, "Predictor: the module or its forward is empty");
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  impl->module = std::make_shared<torch::nn::AnyModule>(std::move(module));
-  std::shared_ptr<torch::nn::Module> m = impl->module->ptr();
+  impl->module = std::move(module);
+  torch::nn::Module* m = impl->module.get();
   m->eval();
   m->to(options.device());
   if (options.channels_last()) {
     to_channels_last(m->parameters());
     to_channels_last(m->buffers());
   }
-  auto any = impl->module;
-  impl->forward = [any](const at::Tensor& x) { return any->forward<at::Tensor>(x); };
+  impl->forward = std::move(forward);
   impl->precision = detail::make_precision(options.precision(), options.device());
   impl_ = std::move(impl);
 }
 
-Predictor Predictor::load(torch::nn::AnyModule module, const std::string& path,
-                          PredictorOptions options) {
+Predictor Predictor::load(std::shared_ptr<torch::nn::Module> module, Forward forward,
+                          const std::string& path, PredictorOptions options) {
   check_options(options);
-  FRUGAL_CHECK(!module.is_empty(), "Predictor::load: the module is empty");
+  FRUGAL_CHECK(module != nullptr && forward, "Predictor::load: the module or its forward is empty");
   FRUGAL_CHECK(std::filesystem::is_regular_file(path), "Predictor::load: no file '", path, "'");
-  std::shared_ptr<torch::nn::Module> m = module.ptr();
+  std::shared_ptr<torch::nn::Module> m = module;
   std::string checkpoint_error;
   try {
     load_weights(*m, path, options.verify_checksum());
@@ -94,16 +115,7 @@ Predictor Predictor::load(torch::nn::AnyModule module, const std::string& path,
       archive.load_from(path);
       torch::NoGradGuard no_grad;
       std::vector<std::pair<at::Tensor, at::Tensor>> updates;
-      for (const auto& p : m->named_parameters(/*recurse=*/true)) {
-        at::Tensor t;
-        archive.read(p.key(), t, /*is_buffer=*/false);
-        updates.emplace_back(p.value(), t);
-      }
-      for (const auto& b : m->named_buffers(/*recurse=*/true)) {
-        at::Tensor t;
-        archive.read(b.key(), t, /*is_buffer=*/true);
-        updates.emplace_back(b.value(), t);
-      }
+      collect_archive(*m, archive, updates);
       for (const auto& [to, from] : updates) {
         FRUGAL_CHECK(to.sizes() == from.sizes(), "shape ", from.sizes(), " where the module has ",
                      to.sizes());
@@ -115,7 +127,7 @@ Predictor Predictor::load(torch::nn::AnyModule module, const std::string& path,
                    ") nor a torch::save archive of it (", e.what(), ")");
     }
   }
-  return Predictor(std::move(module), options);
+  return Predictor(std::move(module), std::move(forward), options);
 }
 
 Predictor Predictor::load_torchscript(const std::string& path, PredictorOptions options) {

@@ -2,7 +2,7 @@
 // (autocast as in training), channels_last, pinned non-blocking transfers to CUDA.
 //
 //   auto net = frugal::models::SmallCnn();
-//   auto predictor = frugal::Predictor::load(torch::nn::AnyModule(net), "run/best.ckpt");
+//   auto predictor = frugal::Predictor::load(net, "run/best.ckpt");
 //   frugal::Predictions p = predictor.predict(*test_source, /*k=*/3);
 //   // p.probabilities (N x classes), p.top_indices / p.top_probabilities (N x 3), p.targets
 //
@@ -13,7 +13,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <torch/arg.h>
-#include <torch/nn/modules/container/any.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
 
 #include <cstdint>
 #include <functional>
@@ -51,12 +52,27 @@ struct Predictions {
 
 class Predictor {
  public:
-  /// A module whose weights are already set; `module` must have forward(at::Tensor) -> at::Tensor.
-  explicit Predictor(torch::nn::AnyModule module, PredictorOptions options = {});
+  /// Runs the model: one input batch (on the predictor's device) in, one output tensor out.
+  using Forward = std::function<at::Tensor(const at::Tensor&)>;
+
+  /// A module whose weights are already set, and how to run it.
+  Predictor(std::shared_ptr<torch::nn::Module> module, Forward forward,
+            PredictorOptions options = {});
+  /// Any module holder with forward(at::Tensor) -> at::Tensor (Sequential, SmallCnn(), ...).
+  template <typename ModuleType>
+  explicit Predictor(torch::nn::ModuleHolder<ModuleType> module, PredictorOptions options = {})
+      : Predictor(module.ptr(), forward_of(module), std::move(options)) {}
+
   /// `module` with the weights of `path`: a frugal checkpoint (full or weights-only, checksum and
-  /// every name and shape checked) or an archive written by torch::save(module, path).
-  static Predictor load(torch::nn::AnyModule module, const std::string& path,
-                        PredictorOptions options = {});
+  /// every name and shape checked) or an archive written by torch::save(module, path). On any
+  /// mismatch throws naming the file, and leaves `module` untouched.
+  static Predictor load(std::shared_ptr<torch::nn::Module> module, Forward forward,
+                        const std::string& path, PredictorOptions options = {});
+  template <typename ModuleType>
+  static Predictor load(torch::nn::ModuleHolder<ModuleType> module, const std::string& path,
+                        PredictorOptions options = {}) {
+    return load(module.ptr(), forward_of(module), path, std::move(options));
+  }
   /// A TorchScript file (torch::jit::load); its forward takes one tensor and returns one tensor.
   static Predictor load_torchscript(const std::string& path, PredictorOptions options = {});
 
@@ -76,6 +92,11 @@ class Predictor {
   const PredictorOptions& options() const;
 
  private:
+  template <typename ModuleType>
+  static Forward forward_of(torch::nn::ModuleHolder<ModuleType> module) {
+    auto ptr = module.ptr();
+    return [ptr](const at::Tensor& x) -> at::Tensor { return ptr->forward(x); };
+  }
   struct Impl;
   explicit Predictor(std::unique_ptr<Impl> impl);
   at::Tensor run_batch(const at::Tensor& batch);
