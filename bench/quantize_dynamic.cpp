@@ -100,38 +100,44 @@ int main(int argc, char** argv) {
     }
     fmt::print("{}: trained {} epoch(s) in {:.1f} s, fp32 test accuracy {:.4f}\n", label, epochs,
                train_s, fp32_acc);
-    bool fp32_row_done = false;
-    for (const std::string& engine : frugal::quantization_engines()) {
+    // Every engine's int8 model and the float model are timed in each repeat, interleaved, so
+    // that the machine's load changes hit all of them alike.
+    const std::vector<std::string> engines = frugal::quantization_engines();
+    std::vector<nn::Sequential> quantized;
+    std::vector<double> accuracies;
+    for (const std::string& engine : engines) {
       frugal::DynamicQuantizeOptions options;
       options.engine = engine;
-      nn::Sequential q = frugal::quantize_dynamic(net, options);
-      const double int8_acc = accuracy(q, data.test());
-      std::vector<double> f1, q1, f64, q64;
-      const at::Tensor x1 = data.test().images.slice(0, 0, 1);
-      const at::Tensor x64 = data.test().images.slice(0, 0, 64);
-      const int it1 = name == "mlp" ? 200 : 50, it64 = name == "mlp" ? 30 : 5;
-      for (int r = 0; r < repeats; ++r) {
-        f1.push_back(time_ms(net, x1, it1));
-        q1.push_back(time_ms(q, x1, it1));
-        f64.push_back(time_ms(net, x64, it64));
-        q64.push_back(time_ms(q, x64, it64));
+      quantized.push_back(frugal::quantize_dynamic(net, options));
+      accuracies.push_back(accuracy(quantized.back(), data.test()));
+    }
+    const at::Tensor x1 = data.test().images.slice(0, 0, 1);
+    const at::Tensor x64 = data.test().images.slice(0, 0, 64);
+    const int it1 = name == "mlp" ? 200 : 50, it64 = name == "mlp" ? 30 : 5;
+    // [0] float, [1 + i] engine i
+    std::vector<std::vector<double>> t1(engines.size() + 1), t64(engines.size() + 1);
+    for (int r = 0; r < repeats; ++r) {
+      for (size_t m = 0; m <= engines.size(); ++m) {
+        nn::Sequential model = m == 0 ? net : quantized[m - 1];
+        t1[m].push_back(time_ms(model, x1, it1));
+        t64[m].push_back(time_ms(model, x64, it64));
       }
-      using frugal::bench::median;
-      const double mf1 = median(f1), mq1 = median(q1), mf64 = median(f64), mq64 = median(q64);
-      const double fmb = megabytes(net), qmb = megabytes(q);
-      if (!fp32_row_done) {
-        rows.push_back(
-            fmt::format("| {} | fp32 | {:.2f} (ONNX {:.2f}) | {:.3f} | {:.2f} | {:.4f} |", label,
-                        fmb, onnx_mb, mf1, mf64, fp32_acc));
-        fp32_row_done = true;
-      }
+    }
+    using frugal::bench::median;
+    const double mf1 = median(t1[0]), mf64 = median(t64[0]), fmb = megabytes(net);
+    rows.push_back(fmt::format("| {} | fp32 | {:.2f} (ONNX {:.2f}) | {:.3f} | {:.2f} | {:.4f} |",
+                               label, fmb, onnx_mb, mf1, mf64, fp32_acc));
+    for (size_t i = 0; i < engines.size(); ++i) {
+      const double mq1 = median(t1[i + 1]), mq64 = median(t64[i + 1]);
+      const double qmb = megabytes(quantized[i]);
       rows.push_back(fmt::format(
           "| {} | dynamic int8 ({}) | {:.2f} | {:.3f} ({:.2f}x) | {:.2f} ({:.2f}x) | {:.4f} "
           "({:+.4f}) |",
-          label, engine, qmb, mq1, mf1 / mq1, mq64, mf64 / mq64, int8_acc, int8_acc - fp32_acc));
+          label, engines[i], qmb, mq1, mf1 / mq1, mq64, mf64 / mq64, accuracies[i],
+          accuracies[i] - fp32_acc));
       fmt::print(
           "  {}: speed-up batch 1 {:.2f}x, batch 64 {:.2f}x; size {:.2f}x; accuracy {:+.4f}\n",
-          engine, mf1 / mq1, mf64 / mq64, qmb / fmb, int8_acc - fp32_acc);
+          engines[i], mf1 / mq1, mf64 / mq64, qmb / fmb, accuracies[i] - fp32_acc);
     }
   }
   fmt::print(
