@@ -11,7 +11,7 @@
 #include "frugal/loggers/logger.h"
 
 #if defined(FRUGAL_WITH_ONNX)
-#include "onnx.pb.h"  // generated at build time from ONNX's onnx.proto (see CMakeLists.txt)
+#include "deploy/onnx_model.h"  // the protobuf side, compiled apart from LibTorch's headers
 #endif
 
 namespace frugal {
@@ -112,27 +112,24 @@ std::vector<int64_t> to_vector(const torch::ExpandingArray<D>& values) {
   return {values->begin(), values->end()};
 }
 
-void fill_tensor(onnx::TensorProto* proto, const std::string& name, const at::Tensor& value) {
+void add_tensor(proto::ModelWriter& writer, const std::string& name, const at::Tensor& value) {
   at::Tensor t = value.detach().to(at::kCPU).contiguous();
-  proto->set_name(name);
-  for (int64_t d : t.sizes()) proto->add_dims(d);
-  if (t.scalar_type() == at::kFloat) {
-    proto->set_data_type(onnx::TensorProto_DataType_FLOAT);
-  } else if (t.scalar_type() == at::kLong) {
-    proto->set_data_type(onnx::TensorProto_DataType_INT64);
+  proto::DataType type = proto::DataType::kFloat;
+  if (t.scalar_type() == at::kLong) {
+    type = proto::DataType::kInt64;
   } else {
-    FRUGAL_CHECK(false, "export_onnx: initializer '", name, "' must be float32 or int64, got ",
-                 t.scalar_type());
+    FRUGAL_CHECK(t.scalar_type() == at::kFloat, "export_onnx: initializer '", name,
+                 "' must be float32 or int64, got ", t.scalar_type());
   }
   // raw_data is little-endian, C order, which is what x86-64 and ARM hold in memory.
-  proto->set_raw_data(std::string(static_cast<const char*>(t.data_ptr()), t.nbytes()));
+  writer.add_initializer(name, type, to_vector(t.sizes()), t.data_ptr(), t.nbytes());
 }
 
 }  // namespace
 
 struct OnnxGraph::Impl {
   OnnxExportOptions options;
-  onnx::GraphProto* graph = nullptr;
+  proto::ModelWriter* writer = nullptr;
   std::set<std::string> names;  // every value, initializer and node name in use
 
   std::string unique(const std::string& wanted) {
@@ -155,40 +152,19 @@ const OnnxExportOptions& OnnxGraph::options() const { return impl_->options; }
 
 std::string OnnxGraph::initializer(const std::string& name, const at::Tensor& value) {
   const std::string unique = impl_->unique(name);
-  fill_tensor(impl_->graph->add_initializer(), unique, value);
+  add_tensor(*impl_->writer, unique, value);
   return unique;
 }
 
 OnnxValue OnnxGraph::node(const std::string& op_type, const std::vector<std::string>& inputs,
                           at::Tensor example, const std::vector<OnnxAttribute>& attributes,
                           const std::string& path) {
-  onnx::NodeProto* node = impl_->graph->add_node();
   const std::string base = path.empty() ? op_type : path + "/" + op_type;
-  node->set_name(impl_->unique(base));
-  node->set_op_type(op_type);
-  for (const auto& input : inputs) node->add_input(input);
+  const std::string name = impl_->unique(base);
   const std::string output = impl_->unique(base + ":0");
-  node->add_output(output);
-  for (const auto& attribute : attributes) {
-    onnx::AttributeProto* a = node->add_attribute();
-    a->set_name(attribute.name);
-    if (auto* i = std::get_if<int64_t>(&attribute.value)) {
-      a->set_type(onnx::AttributeProto_AttributeType_INT);
-      a->set_i(*i);
-    } else if (auto* f = std::get_if<float>(&attribute.value)) {
-      a->set_type(onnx::AttributeProto_AttributeType_FLOAT);
-      a->set_f(*f);
-    } else if (auto* is = std::get_if<std::vector<int64_t> >(&attribute.value)) {
-      a->set_type(onnx::AttributeProto_AttributeType_INTS);
-      for (int64_t v : *is) a->add_ints(v);
-    } else if (auto* fs = std::get_if<std::vector<float> >(&attribute.value)) {
-      a->set_type(onnx::AttributeProto_AttributeType_FLOATS);
-      for (float v : *fs) a->add_floats(v);
-    } else {
-      a->set_type(onnx::AttributeProto_AttributeType_STRING);
-      a->set_s(std::get<std::string>(attribute.value));
-    }
-  }
+  std::vector<proto::Attribute> converted;
+  for (const auto& a : attributes) converted.push_back({a.name, a.value});
+  impl_->writer->add_node(name, op_type, inputs, {output}, converted);
   return {output, std::move(example)};
 }
 
@@ -518,20 +494,11 @@ OnnxValue OnnxGraph::walk(nn::Module& m, const std::string& path, const OnnxValu
 
 namespace {
 
-void set_shape(onnx::ValueInfoProto* info, const std::string& name, const at::Tensor& example,
-               bool dynamic_batch) {
-  info->set_name(name);
-  auto* tensor_type = info->mutable_type()->mutable_tensor_type();
-  tensor_type->set_elem_type(onnx::TensorProto_DataType_FLOAT);
-  auto* shape = tensor_type->mutable_shape();
-  for (int64_t d = 0; d < example.dim(); ++d) {
-    auto* dim = shape->add_dim();
-    if (d == 0 && dynamic_batch) {
-      dim->set_dim_param("batch");
-    } else {
-      dim->set_dim_value(example.size(d));
-    }
-  }
+/// The shape of a graph input or output: dimension 0 symbolic ("batch") when dynamic.
+std::vector<int64_t> io_dims(const at::Tensor& example, bool dynamic_batch) {
+  std::vector<int64_t> dims(example.sizes().begin(), example.sizes().end());
+  if (dynamic_batch && !dims.empty()) dims[0] = -1;
+  return dims;
 }
 
 /// Restores a module's training flag (on every submodule) when it goes out of scope.
@@ -574,19 +541,11 @@ std::string export_onnx_to_string(torch::nn::Module& module, const at::Tensor& e
                  "' is ", p.value().scalar_type(), "; export a float32 model");
   }
 
-  onnx::ModelProto model;
-  model.set_ir_version(8);  // IR 8 goes with opset 17 (onnx/helper.py VERSION_TABLE)
-  model.set_producer_name("frugal");
-  model.set_model_version(1);
-  auto* opset = model.add_opset_import();
-  opset->set_domain("");
-  opset->set_version(options.opset);
-  onnx::GraphProto* graph = model.mutable_graph();
-  graph->set_name(options.graph_name);
-
+  // IR version 8 goes with opset 17 (onnx/helper.py VERSION_TABLE).
+  deploy::proto::ModelWriter writer(options.opset, /*ir_version=*/8, options.graph_name, "frugal");
   auto impl = std::make_unique<deploy::OnnxExporter::Impl>();
   impl->options = options;
-  impl->graph = graph;
+  impl->writer = &writer;
   impl->names.insert(options.input_name);
   impl->names.insert(options.output_name);
   deploy::OnnxGraph g = deploy::OnnxExporter::make(std::move(impl));
@@ -601,18 +560,12 @@ std::string export_onnx_to_string(torch::nn::Module& module, const at::Tensor& e
   FRUGAL_CHECK(result.example.defined() && result.example.scalar_type() == at::kFloat,
                "export_onnx: the model's output must be a float32 tensor");
   // The graph output gets its own name (the model may even be an identity).
-  onnx::NodeProto* rename = graph->add_node();
-  rename->set_name("output/Identity");
-  rename->set_op_type("Identity");
-  rename->add_input(result.name);
-  rename->add_output(options.output_name);
-
-  set_shape(graph->add_input(), options.input_name, example_input, options.dynamic_batch);
-  set_shape(graph->add_output(), options.output_name, result.example, options.dynamic_batch);
+  writer.add_node("output/Identity", "Identity", {result.name}, {options.output_name}, {});
+  writer.add_input(options.input_name, io_dims(example_input, options.dynamic_batch), "batch");
+  writer.add_output(options.output_name, io_dims(result.example, options.dynamic_batch), "batch");
   std::string bytes;
-  FRUGAL_CHECK(model.SerializeToString(&bytes),
-               "export_onnx: protobuf could not serialize the "
-               "model (over 2 GB?)");
+  FRUGAL_CHECK(writer.serialize(&bytes),
+               "export_onnx: protobuf could not serialize the model (over 2 GB?)");
   return bytes;
 }
 
