@@ -24,6 +24,13 @@ using frugal::deploy::OnnxGraph;
 using frugal::deploy::OnnxValue;
 using ::testing::HasSubstr;
 
+// A build without protobuf / onnx.proto has no ONNX export (docs/deploy.md): nothing to test.
+#define SKIP_WITHOUT_ONNX()                                                               \
+  if (!frugal::onnx_export_available()) {                                                 \
+    GTEST_SKIP() << "this build has no ONNX export (libprotobuf-dev, protobuf-compiler, " \
+                    "libonnx-dev missing at configure time)";                             \
+  }
+
 namespace {
 
 struct Oracle {
@@ -195,6 +202,7 @@ TORCH_MODULE(Block);
 }  // namespace
 
 TEST(OnnxExport, ConvolutionsWithStrideDilationGroupsPaddingAndBias) {
+  SKIP_WITHOUT_ONNX();
   expect_matches(
       nn::Sequential(nn::Conv2d(nn::Conv2dOptions(4, 6, 3).stride(2).padding(1).groups(2)),
                      nn::Conv2d(nn::Conv2dOptions(6, 8, 3).dilation(2).padding(2).bias(false)),
@@ -205,6 +213,7 @@ TEST(OnnxExport, ConvolutionsWithStrideDilationGroupsPaddingAndBias) {
 }
 
 TEST(OnnxExport, BatchNormFoldedIntoConvolutionOrAsAnOperator) {
+  SKIP_WITHOUT_ONNX();
   nn::Sequential folded(nn::Conv2d(nn::Conv2dOptions(3, 8, 3).padding(1)), nn::BatchNorm2d(8),
                         nn::Conv2d(nn::Conv2dOptions(8, 8, 3).bias(false)),
                         nn::BatchNorm2d(nn::BatchNorm2dOptions(8).affine(false)));
@@ -228,6 +237,7 @@ TEST(OnnxExport, BatchNormFoldedIntoConvolutionOrAsAnOperator) {
 }
 
 TEST(OnnxExport, LinearAsGemmAndOnHigherRankInputs) {
+  SKIP_WITHOUT_ONNX();
   expect_matches(nn::Sequential(nn::Flatten(), nn::Linear(12, 7), nn::Linear(7, 5)), {3, 4},
                  "gemm");
   expect_matches(nn::Sequential(nn::Linear(4, 6), nn::Linear(nn::LinearOptions(6, 3).bias(false))),
@@ -235,6 +245,7 @@ TEST(OnnxExport, LinearAsGemmAndOnHigherRankInputs) {
 }
 
 TEST(OnnxExport, Activations) {
+  SKIP_WITHOUT_ONNX();
   // x spans negative and positive values beyond the clip points of ReLU6 and Hardswish.
   auto scaled = [](auto act) { return nn::Sequential(nn::Linear(5, 8), act); };
   expect_matches(scaled(nn::ReLU()), {5}, "relu");
@@ -262,6 +273,7 @@ TEST(OnnxExport, Activations) {
 }
 
 TEST(OnnxExport, PoolingFlattenDropout) {
+  SKIP_WITHOUT_ONNX();
   expect_matches(nn::Sequential(nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1))),
                  {3, 9, 10}, "maxpool");
   expect_matches(nn::Sequential(nn::MaxPool2d(nn::MaxPool2dOptions(2).ceil_mode(true))), {3, 9, 9},
@@ -283,6 +295,7 @@ TEST(OnnxExport, PoolingFlattenDropout) {
 }
 
 TEST(OnnxExport, SmallModels) {
+  SKIP_WITHOUT_ONNX();
   namespace m = frugal::models;
   expect_matches(m::SmallCnn(), {1, 28, 28}, "small_cnn");
   nn::Sequential bn = m::SmallCnnBn();
@@ -301,6 +314,7 @@ TEST(OnnxExport, SmallModels) {
 }
 
 TEST(OnnxExport, ModulesThatEmitTheirOwnNodes) {
+  SKIP_WITHOUT_ONNX();
   nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(3, 8, 3).padding(1)), Hardswish(),
                      SqueezeExcitation(8, 4), StochasticDepth(), nn::AdaptiveAvgPool2d(1),
                      nn::Flatten(), nn::Linear(8, 4));
@@ -308,6 +322,7 @@ TEST(OnnxExport, ModulesThatEmitTheirOwnNodes) {
 }
 
 TEST(OnnxExport, RefusesAnUnsupportedModuleByPathAndType) {
+  SKIP_WITHOUT_ONNX();
   nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(1, 4, 3)), nn::ReLU(), nn::Identity(),
                      Block(nn::Sequential(nn::Conv2d(nn::Conv2dOptions(4, 4, 1)), nn::ELU())));
   const std::string dir = frugal::testing::temp_dir("onnx_refuse");
@@ -325,6 +340,7 @@ TEST(OnnxExport, RefusesAnUnsupportedModuleByPathAndType) {
 }
 
 TEST(OnnxExport, RefusesBadOptionsAndInputsBeforeWriting) {
+  SKIP_WITHOUT_ONNX();
   nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(1, 4, 3)), nn::AdaptiveAvgPool2d(4));
   const std::string path = frugal::testing::temp_dir("onnx_bad") + "/model.onnx";
   auto message = [&](const at::Tensor& x, frugal::OnnxExportOptions o) {
@@ -349,6 +365,7 @@ TEST(OnnxExport, RefusesBadOptionsAndInputsBeforeWriting) {
 }
 
 TEST(OnnxExport, KeepsTrainingFlagsAndWritesTheStatedOpsetAndBatchDimension) {
+  SKIP_WITHOUT_ONNX();
   nn::Sequential net = frugal::models::SmallCnnBn();
   net->train();
   const std::string bytes = frugal::export_onnx_to_string(*net, torch::randn({3, 1, 28, 28}));
@@ -359,5 +376,15 @@ TEST(OnnxExport, KeepsTrainingFlagsAndWritesTheStatedOpsetAndBatchDimension) {
   const std::string fixed_bytes =
       frugal::export_onnx_to_string(*net, torch::randn({3, 1, 28, 28}), fixed);
   EXPECT_EQ(fixed_bytes.find("batch"), std::string::npos);
-  EXPECT_TRUE(frugal::onnx_export_available());
+}
+
+TEST(OnnxExport, WithoutProtobufItSaysWhatIsMissing) {
+  if (frugal::onnx_export_available()) GTEST_SKIP() << "this build has ONNX export";
+  nn::Sequential net{nn::ReLU()};
+  try {
+    frugal::export_onnx(*net, torch::randn({1, 3}), "/tmp/never.onnx");
+    FAIL() << "exported without ONNX support";
+  } catch (const frugal::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("libonnx-dev"));
+  }
 }
