@@ -148,3 +148,18 @@ if(NOT FRUGAL_TOP_LEVEL)
                     "find_package(Threads) and find_package(OpenSSL COMPONENTS Crypto) first")
   endif()
 endif()
+
+# ONNX export (src/deploy/onnx_export.cpp) writes a ModelProto: C++ generated at build time by
+# protoc (protobuf-compiler) from ONNX's onnx.proto (libonnx-dev), linked against protobuf's lite
+# runtime (libprotobuf-dev; the .proto says optimize_for = LITE_RUNTIME). Without them
+# frugal::export_onnx throws an error saying what is missing.
+set(FRUGAL_HAS_ONNX OFF)
+find_package(Protobuf QUIET)
+find_path(FRUGAL_ONNX_PROTO_DIR onnx.proto PATH_SUFFIXES onnx
+  HINTS $ENV{FRUGAL_ONNX_PROTO_DIR} /usr/include /usr/local/include)
+if(Protobuf_FOUND AND Protobuf_PROTOC_EXECUTABLE AND TARGET protobuf::libprotobuf-lite
+   AND FRUGAL_ONNX_PROTO_DIR)
+  set(FRUGAL_HAS_ONNX ON)
+endif()
+message(STATUS "frugal: ONNX export: ${FRUGAL_HAS_ONNX} (protobuf ${Protobuf_VERSION}, "
+               "onnx.proto in ${FRUGAL_ONNX_PROTO_DIR})")

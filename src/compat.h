@@ -98,3 +98,24 @@ inline void empty_device_cache(c10::Device device) {
 }
 
 }  // namespace frugal::compat
+
+// ---- variants in LibTorch's module options (c10::variant up to 2.0, std::variant from 2.1) ----
+#if FRUGAL_TORCH_AT_LEAST(2, 1)
+#include <variant>
+#else
+#include <c10/util/variant.h>
+#endif
+
+namespace frugal::compat {
+
+/// The alternative T of an options variant (e.g. Conv2dOptions::padding()), or nullptr.
+template <typename T, typename Variant>
+const T* variant_get_if(const Variant& value) {
+#if FRUGAL_TORCH_AT_LEAST(2, 1)
+  return std::get_if<T>(&value);
+#else
+  return c10::get_if<T>(&value);
+#endif
+}
+
+}  // namespace frugal::compat

@@ -27,6 +27,9 @@
 #include <frugal/callbacks/timer.h>
 #include <frugal/data/batch_source.h>
 #include <frugal/data/datasets/mnist.h>
+#include <frugal/deploy/onnx.h>
+#include <frugal/deploy/predictor.h>
+#include <frugal/deploy/quantize.h>
 #include <frugal/hardware/cpu_threads.h>
 #include <frugal/io/checkpoint.h>
 #include <frugal/io/hash.h>
