@@ -28,6 +28,8 @@
 #include <frugal/data/datasets/mnist.h>
 #include <frugal/data/image.h>
 #include <frugal/data/image_folder.h>
+#include <frugal/data/image_loader.h>
+#include <frugal/data/transforms.h>
 #include <frugal/io/checkpoint.h>
 #include <frugal/io/hash.h>
 #include <frugal/loggers/logger.h>
