@@ -3,11 +3,15 @@
 // Needs $FRUGAL_EXAMPLES_DIR/image_folder/image_folder and /usr/bin/python3 with PIL and numpy.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
+#include <thread>
 
 #include "frugal/data/image_folder.h"
 #include "test_support.h"
@@ -128,4 +132,77 @@ TEST(ImageFolderExample, TrainsAndDecodeThreadsDoNotChangeTheResult) {
   EXPECT_EQ(results[0]["train_samples"], 36);
   EXPECT_EQ(results[0]["val_samples"], 12);
   EXPECT_EQ(results[0]["global_step"], 10);  // 2 epochs x ceil(36 / 8)
+}
+
+TEST(ImageFolderExample, KilledAndResumedRunEndsLikeAnUninterruptedOne) {
+  SKIP_UNLESS_READY();
+  const std::string d = data_dir();
+  auto args = [&](const std::string& root) {
+    return std::vector<std::string>{example().string(),
+                                    "--data",
+                                    d + "/data",
+                                    "--augment",
+                                    "--image-size",
+                                    "24",
+                                    "--batch-size",
+                                    "4",
+                                    "--max-epochs",
+                                    "6",
+                                    "--seed",
+                                    "3",
+                                    "--save-every-n-steps",
+                                    "2",
+                                    "--monitor",
+                                    "",
+                                    "--save-top-k",
+                                    "0",
+                                    "--no-progress-bar",
+                                    "--num-threads",
+                                    "1",
+                                    "--decode-threads",
+                                    "2",
+                                    "--default-root-dir",
+                                    root,
+                                    "--metrics-json",
+                                    root + "/m.json"};
+  };
+  {
+    frugal::testing::Child ref(args(d + "/kill_ref"), d + "/kill_ref.log");
+    ASSERT_EQ(ref.wait(), 0) << frugal::testing::read_text(d + "/kill_ref.log");
+  }
+  const std::string root = d + "/killed";
+  const std::string last = root + "/checkpoints/last.ckpt";
+  std::mt19937 rng(11);
+  int kills = 0;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    std::vector<std::string> a = args(root);
+    if (fs::exists(last)) {
+      a.push_back("--ckpt-path");
+      a.push_back("last");
+    }
+    frugal::testing::Child run(a, d + "/killed.log");
+    if (attempt < 3) {
+      const auto before = fs::exists(last) ? fs::last_write_time(last) : fs::file_time_type();
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+      while (run.running() && std::chrono::steady_clock::now() < deadline &&
+             (!fs::exists(last) || fs::last_write_time(last) == before)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 100));
+      if (run.running()) {
+        run.kill(SIGKILL);
+        EXPECT_EQ(run.wait(), -SIGKILL);
+        ++kills;
+        continue;
+      }
+    }
+    ASSERT_EQ(run.wait(), 0) << frugal::testing::read_text(d + "/killed.log");
+    break;
+  }
+  EXPECT_GE(kills, 2) << "the run finished before it could be killed; make it longer";
+  const auto expected = nlohmann::json::parse(frugal::testing::read_text(d + "/kill_ref/m.json"));
+  const auto got = nlohmann::json::parse(frugal::testing::read_text(root + "/m.json"));
+  EXPECT_EQ(got["params_sha256"], expected["params_sha256"]);
+  EXPECT_EQ(got["global_step"], expected["global_step"]);
+  EXPECT_EQ(got["val_acc"], expected["val_acc"]);
 }
