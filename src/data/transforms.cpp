@@ -318,4 +318,109 @@ std::string RandomHorizontalFlip::describe() const {
   return fmt::format("RandomHorizontalFlip(p={})", p_);
 }
 
+// ---- ColorJitter ----
+namespace {
+// PIL's ImagingBlend: out = (UINT8)(in1 + alpha * (in2 - in1)) in float, clipped to [0, 255].
+void blend_into(const uint8_t* degenerate, const uint8_t* image, uint8_t* out, size_t n,
+                float alpha) {
+  for (size_t i = 0; i < n; ++i) {
+    const float v = static_cast<float>(degenerate[i]) +
+                    alpha * static_cast<float>(int{image[i]} - int{degenerate[i]});
+    out[i] = v <= 0.0f ? 0 : (v >= 255.0f ? 255 : static_cast<uint8_t>(v));
+  }
+}
+
+// PIL's convert("L") of an RGB image (L24), or the image itself when it is gray.
+std::vector<uint8_t> luma_plane(const Image& image) {
+  const size_t n = static_cast<size_t>(image.height * image.width);
+  if (image.channels == 1) return image.pixels;
+  std::vector<uint8_t> l(n);
+  const uint8_t* p = image.pixels.data();
+  for (size_t i = 0; i < n; ++i) {
+    l[i] = static_cast<uint8_t>(
+        (p[3 * i] * 19595 + p[3 * i + 1] * 38470 + p[3 * i + 2] * 7471 + 0x8000) >> 16);
+  }
+  return l;
+}
+}  // namespace
+
+ColorJitter::ColorJitter(double brightness, double contrast, double saturation)
+    : brightness_(brightness), contrast_(contrast), saturation_(saturation) {
+  FRUGAL_CHECK(brightness >= 0 && contrast >= 0 && saturation >= 0,
+               "ColorJitter: brightness, contrast and saturation must be >= 0, got ", brightness,
+               ", ", contrast, ", ", saturation);
+}
+
+Image ColorJitter::adjust_brightness(const Image& image, float factor) {
+  Image out = image;
+  const std::vector<uint8_t> black(image.pixels.size(), 0);
+  blend_into(black.data(), image.pixels.data(), out.pixels.data(), image.pixels.size(), factor);
+  return out;
+}
+
+Image ColorJitter::adjust_contrast(const Image& image, float factor) {
+  const std::vector<uint8_t> l = luma_plane(image);
+  double sum = 0;
+  for (uint8_t v : l) sum += v;
+  const int mean = static_cast<int>(sum / static_cast<double>(l.size()) + 0.5);
+  Image out = image;
+  const std::vector<uint8_t> grey(image.pixels.size(), static_cast<uint8_t>(mean));
+  blend_into(grey.data(), image.pixels.data(), out.pixels.data(), image.pixels.size(), factor);
+  return out;
+}
+
+Image ColorJitter::adjust_saturation(const Image& image, float factor) {
+  if (image.channels == 1) return image;  // Color(L) blends the image with itself
+  const std::vector<uint8_t> l = luma_plane(image);
+  std::vector<uint8_t> degenerate(image.pixels.size());
+  for (size_t i = 0; i < l.size(); ++i) {
+    degenerate[3 * i] = degenerate[3 * i + 1] = degenerate[3 * i + 2] = l[i];
+  }
+  Image out = image;
+  blend_into(degenerate.data(), image.pixels.data(), out.pixels.data(), image.pixels.size(),
+             factor);
+  return out;
+}
+
+ColorJitter::Params ColorJitter::get_params(const RandomResizedCrop::Uniform& uniform,
+                                            const Randperm& randperm) const {
+  Params p;
+  p.order = randperm(4);
+  auto draw = [&](double x) {
+    return static_cast<float>(
+        uniform(static_cast<float>(std::max(0.0, 1.0 - x)), static_cast<float>(1.0 + x)));
+  };
+  if (brightness_ > 0) p.brightness = draw(brightness_);
+  if (contrast_ > 0) p.contrast = draw(contrast_);
+  if (saturation_ > 0) p.saturation = draw(saturation_);
+  return p;
+}
+
+Image ColorJitter::apply_params(const Image& image, const Params& params) {
+  Image current = image;
+  for (int64_t id : params.order) {
+    if (id == 0 && params.brightness >= 0) current = adjust_brightness(current, params.brightness);
+    if (id == 1 && params.contrast >= 0) current = adjust_contrast(current, params.contrast);
+    if (id == 2 && params.saturation >= 0) current = adjust_saturation(current, params.saturation);
+  }
+  return current;
+}
+
+Image ColorJitter::apply(const Image& image, SampleRng& rng) const {
+  const Params params = get_params([&](float lo, float hi) { return rng.uniform(lo, hi); },
+                                   [&](int64_t n) {
+                                     std::vector<int64_t> perm(static_cast<size_t>(n));
+                                     for (int64_t i = 0; i < n; ++i) perm[i] = i;
+                                     for (int64_t i = 0; i + 1 < n; ++i)
+                                       std::swap(perm[i], perm[i + rng.randint(n - i)]);
+                                     return perm;
+                                   });
+  return apply_params(image, params);
+}
+
+std::string ColorJitter::describe() const {
+  return fmt::format("ColorJitter(brightness={}, contrast={}, saturation={})", brightness_,
+                     contrast_, saturation_);
+}
+
 }  // namespace frugal

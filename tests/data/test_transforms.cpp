@@ -48,6 +48,22 @@ with open(os.path.join(out, "resize.txt"), "w") as f:
         r = im.crop((l, t, l + w, t + h)).resize((ow, oh), Image.BILINEAR)
         open(os.path.join(out, f"resize{k}.raw"), "wb").write(r.tobytes())
         f.write(f"{name} {t} {l} {h} {w} {oh} {ow}\n")
+import torchvision.transforms.functional as F
+factors = [0.0, 0.37, 0.8123, 1.0, 1.6, 2.9]
+with open(os.path.join(out, "jitter.txt"), "w") as f:
+    for name, im in (("rgb", rgb), ("gray", gray)):
+        for kind, fn in (("b", F.adjust_brightness), ("c", F.adjust_contrast), ("s", F.adjust_saturation)):
+            for k, fac in enumerate(factors):
+                fac32 = float(np.float32(fac))
+                open(os.path.join(out, f"jit_{name}_{kind}{k}.raw"), "wb").write(fn(im, fac32).tobytes())
+cj = T.ColorJitter(0.4, 0.4, 0.4)
+with open(os.path.join(out, "jitter_params.txt"), "w") as f:
+    for seed in range(200):
+        torch.manual_seed(seed)
+        idx, b, c, s, h = cj.get_params(cj.brightness, cj.contrast, cj.saturation, cj.hue)
+        f.write(" ".join(str(int(v)) for v in idx) + f" {b!r} {c!r} {s!r}\n")
+    torch.manual_seed(77)
+    open(os.path.join(out, "jitter_full.raw"), "wb").write(cj(rgb).tobytes())
 for k, tf in enumerate([T.Resize(20), T.Resize((11, 70)), T.CenterCrop(20), T.CenterCrop((60, 40)), T.CenterCrop((36, 52))]):
     r = tf(rgb)
     open(os.path.join(out, f"tf{k}.raw"), "wb").write(r.tobytes())
@@ -283,4 +299,64 @@ TEST(Transforms, ComposeAndBadOptions) {
               frugal::resize_bilinear(image, {30, 0, 20, 5}, 4, 4);
             }).find("is not inside the 40x30 image"),
             std::string::npos);
+}
+
+TEST(ColorJitter, AdjustmentsEqualPils) {
+  SKIP_WITHOUT_TORCHVISION();
+  const std::string dir = reference_dir();
+  const frugal::Image rgb = image_from(slurp(dir + "/rgb.raw"), 37, 53, 3);
+  const frugal::Image gray = image_from(slurp(dir + "/gray.raw"), 29, 31, 1);
+  const float factors[] = {0.0f, 0.37f, 0.8123f, 1.0f, 1.6f, 2.9f};
+  for (const auto& [name, image] : {std::pair{"rgb", &rgb}, std::pair{"gray", &gray}}) {
+    for (int k = 0; k < 6; ++k) {
+      const frugal::Image outs[3] = {frugal::ColorJitter::adjust_brightness(*image, factors[k]),
+                                     frugal::ColorJitter::adjust_contrast(*image, factors[k]),
+                                     frugal::ColorJitter::adjust_saturation(*image, factors[k])};
+      const char* kinds[3] = {"b", "c", "s"};
+      for (int t = 0; t < 3; ++t) {
+        const std::string ref =
+            slurp(dir + "/jit_" + name + "_" + kinds[t] + std::to_string(k) + ".raw");
+        ASSERT_EQ(outs[t].pixels.size(), ref.size());
+        EXPECT_EQ(0, std::memcmp(outs[t].pixels.data(), ref.data(), ref.size()))
+            << name << " " << kinds[t] << " factor " << factors[k];
+      }
+    }
+  }
+}
+
+TEST(ColorJitter, ParamsAndResultEqualTorchvisionsForTheSameSeeds) {
+  SKIP_WITHOUT_TORCHVISION();
+  const std::string dir = reference_dir();
+  frugal::ColorJitter jitter(0.4, 0.4, 0.4);
+  auto torch_params = [&](TorchDraws& d) {
+    return jitter.get_params([&](float lo, float hi) { return d.uniform(lo, hi); },
+                             [&](int64_t n) {
+                               at::Tensor p = at::randperm(n, d.gen, at::kLong);
+                               return std::vector<int64_t>(p.data_ptr<int64_t>(),
+                                                           p.data_ptr<int64_t>() + n);
+                             });
+  };
+  std::ifstream in(dir + "/jitter_params.txt");
+  int count = 0;
+  for (int64_t seed = 0; seed < 200; ++seed, ++count) {
+    std::vector<int64_t> order(4);
+    double b, c, s;
+    ASSERT_TRUE(in >> order[0] >> order[1] >> order[2] >> order[3] >> b >> c >> s);
+    TorchDraws draws(static_cast<uint64_t>(seed));
+    const auto p = torch_params(draws);
+    EXPECT_EQ(p.order, order) << "seed " << seed;
+    EXPECT_EQ(static_cast<double>(p.brightness), b) << "seed " << seed;
+    EXPECT_EQ(static_cast<double>(p.contrast), c) << "seed " << seed;
+    EXPECT_EQ(static_cast<double>(p.saturation), s) << "seed " << seed;
+  }
+  EXPECT_EQ(count, 200);
+  const frugal::Image rgb = image_from(slurp(dir + "/rgb.raw"), 37, 53, 3);
+  TorchDraws draws(77);
+  const frugal::Image out = frugal::ColorJitter::apply_params(rgb, torch_params(draws));
+  const std::string ref = slurp(dir + "/jitter_full.raw");
+  ASSERT_EQ(out.pixels.size(), ref.size());
+  EXPECT_EQ(0, std::memcmp(out.pixels.data(), ref.data(), ref.size()));
+  // With SampleRng: a pure function of (seed, epoch, index).
+  frugal::SampleRng r1(1, 2, 3), r2(1, 2, 3);
+  EXPECT_EQ(jitter.apply(rgb, r1).pixels, jitter.apply(rgb, r2).pixels);
 }

@@ -146,6 +146,34 @@ class RandomHorizontalFlip : public Transform {
   double p_;
 };
 
+/// torchvision 0.14's ColorJitter on PIL images (brightness, contrast, saturation; no hue):
+/// factors drawn from [max(0, 1 - x), 1 + x] (float32) and applied in a random order, each as
+/// PIL's ImageEnhance does: Image.blend(degenerate, image, factor) with a float factor and
+/// truncation — degenerate = black (brightness), the grey of the image's mean luma rounded
+/// (contrast), the image's luma (saturation). A value of 0 turns a component off.
+class ColorJitter : public Transform {
+ public:
+  explicit ColorJitter(double brightness = 0, double contrast = 0, double saturation = 0);
+  Image apply(const Image& image, SampleRng& rng) const override;
+  std::string describe() const override;
+
+  struct Params {
+    std::vector<int64_t> order;  // a permutation of {0 brightness, 1 contrast, 2 saturation, 3 hue}
+    float brightness = -1, contrast = -1, saturation = -1;  // < 0: off
+  };
+  using Randperm = std::function<std::vector<int64_t>(int64_t n)>;
+  /// torchvision's get_params: the order (randperm(4)) first, then one uniform per component
+  /// that is on, in the order brightness, contrast, saturation.
+  Params get_params(const RandomResizedCrop::Uniform& uniform, const Randperm& randperm) const;
+  static Image apply_params(const Image& image, const Params& params);
+  static Image adjust_brightness(const Image& image, float factor);
+  static Image adjust_contrast(const Image& image, float factor);
+  static Image adjust_saturation(const Image& image, float factor);
+
+ private:
+  double brightness_, contrast_, saturation_;
+};
+
 /// A user-defined transform from a function.
 class LambdaTransform : public Transform {
  public:
