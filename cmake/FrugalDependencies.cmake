@@ -30,6 +30,9 @@ find_package(Threads REQUIRED)
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 find_package(nlohmann_json QUIET)
 find_package(CLI11 QUIET)
+# Image decoding (src/data/image.cpp): Debian's libjpeg-turbo (libjpeg API) and libpng.
+find_package(JPEG REQUIRED)
+find_package(PNG REQUIRED)
 
 # GPU machines have the PyTorch wheel but no Debian packages: scripts/fetch-deps copies the
 # header-only parts (and {fmt}, used header-only) into .deps/include, used when a package is missing.

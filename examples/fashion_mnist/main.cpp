@@ -4,6 +4,8 @@
 //   build/examples/fashion_mnist/fashion_mnist --fast-dev-run 2 # a smoke test
 //   build/examples/fashion_mnist/fashion_mnist --model mlp --max-epochs 5 --metrics-json m.json
 //
+// Validation (early stopping, the best checkpoint) uses --val-size images held out of the training
+// set by a seeded draw; the test set is touched once, at the end.
 // Flags are named after TrainerOptions. Prints the test accuracy at the end; --metrics-json
 // writes the run's summary (with a SHA-256 of the final parameters, to compare runs bit for bit).
 #include <frugal/frugal.h>
@@ -23,6 +25,7 @@ struct Args {
   int64_t max_epochs = 15;
   int64_t max_steps = -1;
   int64_t batch_size = 64;
+  int64_t val_size = 5000;
   double lr = 1e-3;
   double weight_decay = 1e-4;
   int64_t seed = 42;
@@ -74,6 +77,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-steps", a.max_steps, "optimizer steps (-1: no limit)")
       ->capture_default_str();
   app.add_option("--batch-size", a.batch_size)->capture_default_str();
+  app.add_option("--val-size", a.val_size,
+                 "training images held out (seeded by --seed) for validation")
+      ->capture_default_str();
   app.add_option("--lr", a.lr, "AdamW learning rate (cosine-annealed per epoch)")
       ->capture_default_str();
   app.add_option("--weight-decay", a.weight_decay)->capture_default_str();
@@ -158,8 +164,24 @@ int main(int argc, char** argv) {
                              std::make_shared<frugal::CSVLogger>(a.default_root_dir)});
 
     const auto start = std::chrono::steady_clock::now();
-    trainer.fit(task, data.train_loader(a.batch_size, static_cast<uint64_t>(a.seed)),
-                data.test_loader(256), a.ckpt_path);
+    // A seeded held-out part of the training set validates; the test set is used once, below.
+    const int64_t n = data.train().images.size(0);
+    FRUGAL_CHECK(a.val_size >= 1 && a.val_size < n, "--val-size must be in [1, ", n - 1, "], got ",
+                 a.val_size);
+    at::Generator split_gen = at::detail::createCPUGenerator(static_cast<uint64_t>(a.seed));
+    const at::Tensor perm = at::randperm(n, split_gen, at::TensorOptions().dtype(at::kLong));
+    const at::Tensor val_idx = std::get<0>(perm.slice(0, 0, a.val_size).sort());
+    const at::Tensor train_idx = std::get<0>(perm.slice(0, a.val_size).sort());
+    auto train_loader =
+        std::make_shared<frugal::TensorLoader>(data.train().images.index_select(0, train_idx),
+                                               data.train().labels.index_select(0, train_idx),
+                                               frugal::TensorLoaderOptions(a.batch_size)
+                                                   .shuffle(true)
+                                                   .seed(static_cast<uint64_t>(a.seed)));
+    auto val_loader = std::make_shared<frugal::TensorLoader>(
+        data.train().images.index_select(0, val_idx), data.train().labels.index_select(0, val_idx),
+        frugal::TensorLoaderOptions(256).pad_shards(false));
+    trainer.fit(task, train_loader, val_loader, a.ckpt_path);
     const double train_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double val_acc = trainer.metrics().get("val/acc").value_or(NAN);

@@ -27,6 +27,10 @@
 #include <frugal/callbacks/timer.h>
 #include <frugal/data/batch_source.h>
 #include <frugal/data/datasets/mnist.h>
+#include <frugal/data/image.h>
+#include <frugal/data/image_folder.h>
+#include <frugal/data/image_loader.h>
+#include <frugal/data/transforms.h>
 #include <frugal/deploy/onnx.h>
 #include <frugal/deploy/predictor.h>
 #include <frugal/deploy/quantize.h>
