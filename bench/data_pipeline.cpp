@@ -4,6 +4,7 @@
 // images/s of epochs 2..E (steady state) for the loader alone and with a dummy consumer, the
 // time to the first batch, peak RSS and RSS after each epoch.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>

@@ -1,6 +1,7 @@
 #include "frugal/data/image_folder.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cctype>

@@ -1,6 +1,7 @@
 #include "frugal/data/transforms.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>

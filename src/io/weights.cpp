@@ -2,6 +2,7 @@
 #include "frugal/io/weights.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <algorithm>
