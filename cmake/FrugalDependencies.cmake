@@ -5,6 +5,12 @@ include(GNUInstallDirs)
 include(FrugalFindTorch)
 find_package(Torch REQUIRED)
 message(STATUS "frugal: LibTorch library ${TORCH_LIBRARY}")
+# A LibTorch outside the system folders (the PyPI wheel) may export libstdc++ symbols of its own
+# (CMakeLists.txt links libstdc++ first then).
+set(FRUGAL_TORCH_EXPORTS_LIBSTDCXX OFF)
+if(NOT TORCH_LIBRARY MATCHES "^/usr/lib")
+  set(FRUGAL_TORCH_EXPORTS_LIBSTDCXX ON)
+endif()
 # {fmt}: a LibTorch that ships its own (the 2.x wheel: fmt 12 in torch/include/fmt, included by the
 # c10d headers) comes first on the include path, ahead of Debian's fmt 9 in /usr/include, so every
 # file compiles against its copy: use it header-only (linking Debian's libfmt.so.9 with fmt 12's
