@@ -36,9 +36,17 @@ find_package(Threads REQUIRED)
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 find_package(nlohmann_json QUIET)
 find_package(CLI11 QUIET)
-# Image decoding (src/data/image.cpp): Debian's libjpeg-turbo (libjpeg API) and libpng.
-find_package(JPEG REQUIRED)
-find_package(PNG REQUIRED)
+# Image decoding (src/data/image.cpp): Debian's libjpeg-turbo (libjpeg API) and libpng. Without
+# them (a GPU machine with only the LibTorch wheel) the library builds and decode_image says so.
+find_package(JPEG QUIET)
+find_package(PNG QUIET)
+if(TARGET JPEG::JPEG AND TARGET PNG::PNG)
+  set(FRUGAL_HAS_IMAGE_CODECS ON)
+else()
+  set(FRUGAL_HAS_IMAGE_CODECS OFF)
+  message(WARNING "frugal: libjpeg or libpng not found (libjpeg62-turbo-dev, libpng-dev): "
+                  "image decoding is compiled out")
+endif()
 
 # GPU machines have the PyTorch wheel but no Debian packages: scripts/fetch-deps copies the
 # header-only parts (and {fmt}, used header-only) into .deps/include, used when a package is missing.

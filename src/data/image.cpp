@@ -2,10 +2,12 @@
 #include "frugal/data/image.h"
 
 #include <ATen/ATen.h>
+#ifdef FRUGAL_WITH_IMAGE_CODECS
 #include <jpeglib.h>
 // jpeglib.h first: jerror.h needs its types.
 #include <jerror.h>
 #include <png.h>
+#endif
 
 #include <csetjmp>
 #include <cstdio>
@@ -61,6 +63,7 @@ const char* image_format_name(ImageFormat format) {
 }
 
 namespace {
+#ifdef FRUGAL_WITH_IMAGE_CODECS
 
 // PIL's RGB -> L (Convert.c, L24): ITU-R 601-2 luma in 16-bit fixed point, rounded.
 inline uint8_t luma(uint8_t r, uint8_t g, uint8_t b) {
@@ -243,6 +246,19 @@ Image decode_png(const uint8_t* data, size_t size, ColorMode mode, const std::st
   return image;
 }
 
+#else
+[[noreturn]] void no_codecs(const std::string& name, const char* format) {
+  throw Error(detail::concat("cannot decode '", name, "' (", format,
+                             "): frugal was built without libjpeg/libpng (install "
+                             "libjpeg62-turbo-dev and libpng-dev and rebuild)"));
+}
+Image decode_jpeg(const uint8_t*, size_t, ColorMode, const std::string& name) {
+  no_codecs(name, "JPEG");
+}
+Image decode_png(const uint8_t*, size_t, ColorMode, const std::string& name) {
+  no_codecs(name, "PNG");
+}
+#endif
 }  // namespace
 
 Image decode_image(const uint8_t* data, size_t size, ColorMode mode, const std::string& name) {
