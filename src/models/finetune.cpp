@@ -69,8 +69,11 @@ std::vector<std::string> unfreeze(torch::nn::Module& module,
 void keep_frozen_batchnorm_eval(torch::nn::Module& module) {
   for (auto& m : module.modules(/*include_self=*/true)) {
     if (!is_batchnorm(*m)) continue;
-    bool frozen = true;
-    for (const auto& p : m->parameters(false))
+    // Only layers with affine parameters, all frozen: a BatchNorm without parameters
+    // (affine = false) keeps training its statistics as usual.
+    const auto params = m->parameters(false);
+    bool frozen = !params.empty();
+    for (const auto& p : params)
       if (p.requires_grad()) frozen = false;
     if (frozen) m->eval();
   }

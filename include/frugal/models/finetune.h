@@ -30,8 +30,9 @@ std::vector<std::string> freeze(torch::nn::Module& module,
 /// layers there follow the module's training mode again. Returns the unfrozen names.
 std::vector<std::string> unfreeze(torch::nn::Module& module,
                                   const std::vector<std::string>& prefixes = {});
-/// Puts every BatchNorm layer whose affine parameters are all frozen (or that has none) back in
-/// eval mode. The Trainer calls it after each module.train(), so frozen statistics stay fixed.
+/// Puts every BatchNorm layer whose affine parameters are all frozen back in eval mode (one
+/// without affine parameters is left alone). The Trainer calls it after each module.train(), so
+/// frozen statistics stay fixed.
 void keep_frozen_batchnorm_eval(torch::nn::Module& module);
 /// True if a parameter name falls under the prefix ("features" covers "features.0.0.weight").
 bool name_under_prefix(const std::string& name, const std::string& prefix);
