@@ -127,10 +127,18 @@ TEST(ResumeAfterKill, SigtermSavesACheckpointAndExitsCleanly) {
   a.push_back("--no-save-last");
   frugal::testing::Child run(a, dir + "/run.log");
   const std::string ckpt_dir = dir + "/run/checkpoints";
-  // Wait until training is under way (the logger's folder appears at the start of fit).
+  // Wait until fit is under way: hparams.yaml is written inside fit, after its signal handlers
+  // are installed (the logger's folder itself is made, and checked, when the logger is built).
+  const auto fit_started = [&] {
+    std::error_code ec;
+    for (fs::recursive_directory_iterator it(dir + "/run", ec), end; !ec && it != end;
+         it.increment(ec)) {
+      if (it->path().filename() == "hparams.yaml") return true;
+    }
+    return false;
+  };
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (run.running() && !fs::exists(dir + "/run/frugal_logs") &&
-         std::chrono::steady_clock::now() < deadline) {
+  while (run.running() && !fit_started() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(800));
