@@ -170,8 +170,16 @@ endif()
 # protoc (protobuf-compiler) from ONNX's onnx.proto (libonnx-dev), linked against protobuf's lite
 # runtime (libprotobuf-dev; the .proto says optimize_for = LITE_RUNTIME). Without them
 # frugal::export_onnx throws an error saying what is missing.
+# PyPI's torch wheel carries protoc 3.13 and its headers (torch/bin, torch/include); the wheel's
+# prefix is on CMAKE_PREFIX_PATH (cmake/FrugalFindTorch.cmake), so it is kept out of this search:
+# the generated code must match the headers and libprotobuf-lite of the same protobuf (Debian's).
 set(FRUGAL_HAS_ONNX OFF)
+set(_frugal_prefix_path "${CMAKE_PREFIX_PATH}")
+if(DEFINED _frugal_torch_prefix)
+  list(REMOVE_ITEM CMAKE_PREFIX_PATH "${_frugal_torch_prefix}")
+endif()
 find_package(Protobuf QUIET)
+set(CMAKE_PREFIX_PATH "${_frugal_prefix_path}")
 find_path(FRUGAL_ONNX_PROTO_DIR onnx.proto PATH_SUFFIXES onnx
   HINTS $ENV{FRUGAL_ONNX_PROTO_DIR} /usr/include /usr/local/include)
 if(Protobuf_FOUND AND Protobuf_PROTOC_EXECUTABLE AND TARGET protobuf::libprotobuf-lite
