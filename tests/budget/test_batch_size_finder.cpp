@@ -177,8 +177,7 @@ TEST(BatchSizeFinder, SearchLeavesModelOptimizerAndRngBitwiseUnchanged) {
   auto loss = torch::nn::functional::cross_entropy(net->forward(data.x.narrow(0, 0, 8)),
                                                    data.y.narrow(0, 0, 8));
   loss.backward();
-  optimizer.step();
-  optimizer.zero_grad();  // 1.13: zero tensors, not none
+  optimizer.step();  // the gradients stay (not zeroed): the search must leave them as they are
   net->eval();
   std::vector<at::Tensor> grads;
   for (const auto& p : net->parameters()) grads.push_back(p.grad().clone());

@@ -182,12 +182,7 @@ TEST(ImageFolderExample, KilledAndResumedRunEndsLikeAnUninterruptedOne) {
     }
     frugal::testing::Child run(a, d + "/killed.log");
     if (attempt < 3) {
-      const auto before = fs::exists(last) ? fs::last_write_time(last) : fs::file_time_type();
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-      while (run.running() && std::chrono::steady_clock::now() < deadline &&
-             (!fs::exists(last) || fs::last_write_time(last) == before)) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      }
+      frugal::testing::wait_for_rewrite(run, last);
       std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 100));
       if (run.running()) {
         run.kill(SIGKILL);

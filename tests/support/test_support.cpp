@@ -6,10 +6,12 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "free_port.h"
 
@@ -84,6 +86,19 @@ bool Child::running() {
 }
 
 int free_port() { return tools::free_port(); }
+
+bool wait_for_rewrite(Child& child, const std::string& path, int timeout_s) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const bool existed = fs::exists(path, ec);
+  const auto before = existed ? fs::last_write_time(path, ec) : fs::file_time_type();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (child.running() && std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(path, ec) && (!existed || fs::last_write_time(path, ec) != before)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
+}
 
 std::string shell_quote(const std::string& s) {
   std::string out = "'";

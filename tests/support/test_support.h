@@ -60,6 +60,10 @@ class Child {
   bool done_ = false;
 };
 
+/// Waits until `path` is written anew (its modification time differs from what it was on entry,
+/// or it appears), while `child` runs, for at most `timeout_s` seconds. True when it was.
+bool wait_for_rewrite(Child& child, const std::string& path, int timeout_s = 120);
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (for a rendezvous store).
 int free_port();
 
