@@ -26,6 +26,7 @@
 #include "frugal/callbacks/timer.h"
 #include "frugal/error.h"
 #include "frugal/io/checkpoint.h"
+#include "frugal/loggers/tensorboard.h"
 #include "frugal/optim/lr_scheduler.h"
 #include "frugal/version.h"
 #include "io/checkpoint_io.h"
@@ -195,7 +196,11 @@ Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> 
   if (options_.fast_dev_run() > 0 || !is_global_zero()) {
     loggers_.clear();  // only rank 0 writes logs
   } else if (options_.logger() && loggers_.empty()) {
-    loggers_.push_back(std::make_shared<CSVLogger>(CSVLoggerOptions(options_.default_root_dir())));
+    // As Lightning's default (TensorBoard), plus CSV; both in the same version_N folder.
+    auto csv = std::make_shared<CSVLogger>(CSVLoggerOptions(options_.default_root_dir()));
+    loggers_.push_back(csv);
+    loggers_.push_back(std::make_shared<TensorBoardLogger>(
+        TensorBoardLoggerOptions(options_.default_root_dir()).version(csv->version())));
   }
 }
 

@@ -29,6 +29,8 @@
 #include <frugal/io/checkpoint.h>
 #include <frugal/io/hash.h>
 #include <frugal/loggers/logger.h>
+#include <frugal/loggers/report.h>
+#include <frugal/loggers/tensorboard.h>
 #include <frugal/models/small.h>
 #include <frugal/optim/lr_scheduler.h>
 #include <frugal/optim/optimizers.h>
