@@ -30,6 +30,7 @@ int child(int64_t batch, int64_t k, int64_t steps) {
   frugal::Classifier task(net, frugal::AdamW(1e-3));
   auto source = std::make_shared<frugal::TensorLoader>(x, y, frugal::TensorLoaderOptions(batch));
   frugal::Trainer trainer(frugal::TrainerOptions()
+                              .num_threads(1)  // as set above
                               .max_epochs(1)
                               .accumulate_grad_batches(k)
                               .enable_progress_bar(false)

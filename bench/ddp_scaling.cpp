@@ -102,6 +102,7 @@ int worker(int64_t batch, int64_t steps, int64_t warmup, const std::string& out)
   auto timer = std::make_shared<StepTimer>();
   timer->warmup = warmup;
   frugal::Trainer trainer(frugal::TrainerOptions()
+                              .num_threads(1)  // as set above
                               .max_steps(warmup + steps)
                               .max_epochs(1000)
                               .enable_progress_bar(false)

@@ -142,6 +142,7 @@ RunResult run_trainer(const Args& args, const Data& data, int64_t batch_size,
       frugal::ProgressBarOptions().terminal(false).out(&bar_text));
   auto csv = std::make_shared<frugal::CSVLogger>(frugal::CSVLoggerOptions(log_root.string()));
   frugal::Trainer trainer(frugal::TrainerOptions()
+                              .num_threads(-1)  // as main() set it for both loops
                               .max_epochs(args.epochs)
                               .seed(static_cast<int64_t>(args.seed))
                               .accelerator("cpu")

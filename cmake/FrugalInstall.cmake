@@ -24,4 +24,5 @@ write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/frugalConfigVersion
   COMPATIBILITY SameMinorVersion)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/frugalConfig.cmake
   ${CMAKE_CURRENT_BINARY_DIR}/frugalConfigVersion.cmake
+  ${CMAKE_CURRENT_LIST_DIR}/FrugalFindTorch.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/frugal COMPONENT frugal)

@@ -98,3 +98,50 @@ inline void empty_device_cache(c10::Device device) {
 }
 
 }  // namespace frugal::compat
+
+// ---- variants in LibTorch's module options (c10::variant up to 2.0, std::variant from 2.1) ----
+#if FRUGAL_TORCH_AT_LEAST(2, 1)
+#include <variant>
+#else
+#include <c10/util/variant.h>
+#endif
+
+namespace frugal::compat {
+
+/// The alternative T of an options variant (e.g. Conv2dOptions::padding()), or nullptr.
+template <typename T, typename Variant>
+const T* variant_get_if(const Variant& value) {
+#if FRUGAL_TORCH_AT_LEAST(2, 1)
+  return std::get_if<T>(&value);
+#else
+  return c10::get_if<T>(&value);
+#endif
+}
+
+}  // namespace frugal::compat
+
+// ---- optimizer state keys (appended for the 2.x build) ----
+#include <ATen/core/Tensor.h>
+
+#include <sstream>
+#include <string>
+#include <type_traits>
+
+namespace frugal::compat {
+
+/// The key of parameter `p` in torch::optim::Optimizer::state(), whose key type is `Key`: 1.13
+/// keys the map by the TensorImpl's address printed as a string (c10::guts::to_string, gone in
+/// 2.x), 2.x by the TensorImpl pointer itself. Call as
+/// `optimizer_state_key<std::decay_t<decltype(opt.state())>::key_type>(p)`.
+template <typename Key>
+Key optimizer_state_key(const at::Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream out;
+    out << p.unsafeGetTensorImpl();
+    return out.str();
+  } else {
+    return p.unsafeGetTensorImpl();
+  }
+}
+
+}  // namespace frugal::compat

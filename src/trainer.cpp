@@ -25,11 +25,14 @@
 #include "frugal/callbacks/progress_bar.h"
 #include "frugal/callbacks/timer.h"
 #include "frugal/error.h"
+#include "frugal/hardware/cpu_threads.h"
 #include "frugal/io/checkpoint.h"
 #include "frugal/loggers/tensorboard.h"
+#include "frugal/models/finetune.h"
 #include "frugal/optim/lr_scheduler.h"
 #include "frugal/version.h"
 #include "io/checkpoint_io.h"
+#include "io/checksum.h"
 #include "optim/optim_util.h"
 #include "precision/plugin.h"
 
@@ -44,6 +47,7 @@ struct Trainer::Fit {
   Task* task = nullptr;
   OptimizerConfig config;
   std::unique_ptr<detail::PrecisionPlugin> precision;
+  PrecisionChoice precision_choice;      // options' precision with "auto" resolved at fit start
   std::vector<at::Tensor> params;        // trainable parameters, in optimizer order
   int64_t total_batches = 0;             // training batches over all epochs of this fit
   int64_t steps_taken = 0;               // optimizer steps that were not skipped
@@ -90,6 +94,25 @@ c10::Device resolve_device(const TrainerOptions& options) {
     return c10::Device(c10::kCUDA, 0);
   }
   return cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+}
+
+/// The run's first lines: CPU threads (and why), BLAS, LibTorch. Printed by rank 0, once per
+/// process unless what they say changes (tests build many Trainers).
+void announce_hardware(const TrainerOptions& options, bool global_zero) {
+  std::string threads;
+  if (options.num_threads() == -1) {
+    threads = std::to_string(at::get_num_threads()) + " (LibTorch's setting: num_threads=-1)";
+  } else {
+    const ThreadDecision decision = apply_cpu_threads(static_cast<int>(options.num_threads()));
+    threads = std::to_string(decision.threads) + " (" + decision.reason + ")";
+  }
+  static std::string last;
+  const std::string text = "frugal: CPU threads: " + threads +
+                           "\nfrugal: BLAS: " + blas_description() + "; " + libtorch_description() +
+                           "\n";
+  if (text == last) return;
+  last = text;
+  if (global_zero) std::cout << text << std::flush;
 }
 
 /// Lightning's fast_dev_run: n batches of everything, once, nothing written.
@@ -171,6 +194,7 @@ Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> 
   for (const auto& lg : loggers_) FRUGAL_CHECK(lg, "Trainer: a logger is null");
   strategy_ = detail::make_strategy(options_, resolve_device(options_).type());
   device_ = strategy_->device();
+  announce_hardware(options_, is_global_zero());
   FRUGAL_CHECK(!options_.oom_recovery() || world_size() == 1,
                "oom_recovery works on a single device only: with data parallel (world size ",
                world_size(),
@@ -291,6 +315,13 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
   } cpu_memory;
   try {
     prepare(task, train.get(), val.get());
+    // "auto" is decided once per fit, here; the checkpoint records the outcome.
+    fit_->precision_choice = resolve_precision(options_.precision(), device_);
+    if (options_.precision() == Precision::kAuto && is_global_zero()) {
+      std::cout << "frugal: precision auto -> " << to_string(fit_->precision_choice.precision)
+                << " (" << fit_->precision_choice.reason << ")\n"
+                << std::flush;
+    }
     // Not while something measures memory: budget mode's finder, or a BatchSizeFinder callback.
     const bool measuring_memory =
         options_.effective_batch_size() > 0 ||
@@ -310,7 +341,7 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
     ckpt_path_.clear();
     if (!ckpt_path.empty()) {
       ckpt_path_ = resolve_ckpt_path(ckpt_path);
-      restore(task, ckpt_path_);
+      if (!ckpt_path_.empty()) restore(task, ckpt_path_);
     }
 
     std::map<std::string, std::string> hparams = options_.to_map();
@@ -369,7 +400,7 @@ void Trainer::configure_optimization(Task& task) {
   }
   FRUGAL_CHECK(!fit_->params.empty(), "the optimizer has no parameters that require grad");
   strategy_->setup(task.module(), fit_->params);
-  fit_->precision = detail::make_precision(options_.precision(), device_);
+  fit_->precision = detail::make_precision(fit_->precision_choice.precision, device_);
 }
 
 // Budget mode (docs/budget.md): the finder picks the micro-batch that fits memory_budget, and
@@ -380,10 +411,12 @@ void Trainer::plan_micro_batch(Task& task, BatchSource& train) {
                "memory_budget/effective_batch_size need a TensorLoader training source (the finder "
                "draws its trial batches from it), got ",
                train.describe());
-  BudgetPlan plan = plan_budget(
-      task, loader->data(), loader->targets(), options_.memory_budget(),
-      options_.effective_batch_size(), world_size(),
-      BatchSizeFinderOptions().device(device_).precision(options_.precision()).context(this));
+  BudgetPlan plan = plan_budget(task, loader->data(), loader->targets(), options_.memory_budget(),
+                                options_.effective_batch_size(), world_size(),
+                                BatchSizeFinderOptions()
+                                    .device(device_)
+                                    .precision(fit_->precision_choice.precision)
+                                    .context(this));
   if (world_size() > 1) {  // every rank uses rank 0's plan
     std::vector<at::Tensor> t{
         at::tensor({is_global_zero() ? static_cast<double>(plan.micro_batch) : 0.0,
@@ -430,15 +463,18 @@ void Trainer::run_training(Task& task, BatchSource& train, BatchSource* val) {
   FRUGAL_HOOK(on_train_end, task);
 }
 
-bool Trainer::should_validate(int64_t batch_idx, bool stopping) const {
+// As Lightning (_TrainingEpochLoop._should_check_val_fx, checked by tests/conformance): every
+// val_check_batches batches (of the epoch, or in total across epochs), and when a requested stop
+// (EarlyStopping, request_stop) ends training; not at an epoch end that is no multiple of
+// val_check_batches, and not when max_steps ends training.
+bool Trainer::should_validate(int64_t batch_idx, bool stop_requested) const {
   if (fit_->val_batches == 0) return false;
   const int64_t every_n_epochs = options_.check_val_every_n_epoch();
   if (every_n_epochs == 0) {  // batch-count driven, across epochs
-    return fit_->total_batches % fit_->val_check_batches == 0 || stopping;
+    return fit_->total_batches % fit_->val_check_batches == 0 || stop_requested;
   }
   if ((state_.epoch + 1) % every_n_epochs != 0) return false;
-  const bool last = batch_idx + 1 == num_training_batches_;
-  return (batch_idx + 1) % fit_->val_check_batches == 0 || last || stopping;
+  return (batch_idx + 1) % fit_->val_check_batches == 0 || stop_requested;
 }
 
 // One epoch. Returns true when it ran to its end (false: stopped early).
@@ -450,6 +486,7 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
   train.start_epoch(state_.epoch, first);
   if (first == 0) metrics_.begin_epoch(Stage::kTrain);  // a resumed epoch keeps its accumulators
   task.module().train();
+  keep_frozen_batchnorm_eval(task.module());  // frozen BatchNorm stays in eval
   FRUGAL_HOOK(on_train_epoch_start, task);
 
   // Note [A checkpoint between a batch and its validation]: a checkpoint saved in
@@ -460,6 +497,7 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
     fit_->batch_validated = true;
     run_evaluation(task, *val, Stage::kValidate, fit_->val_batches, /*sanity=*/false);
     task.module().train();
+    keep_frozen_batchnorm_eval(task.module());  // frozen BatchNorm stays in eval
   }
 
   bool stopped = false;
@@ -474,6 +512,7 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
     // A stop (max_steps, a callback, the time limit, a signal) takes effect at the end of an
     // accumulation window, never inside one.
     const bool window_end = (i + 1) % k == 0 || i + 1 == n;
+    bool stop_requested = false;
     if (window_end) {
       // Every rank takes the same decision at the same step (a signal or a stop request on one
       // rank stops all), so no rank ever waits for another in a collective.
@@ -484,12 +523,14 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
       }
       if (agreed[kVoteStop] && !state_.should_stop) request_stop("stop requested on another rank");
       stopped = i + 1 < n && (max_steps_reached() || agreed[kVoteStop]);
+      stop_requested = stopped && agreed[kVoteStop];
     }
-    if (val && should_validate(i, stopped)) {
+    if (val && should_validate(i, stop_requested)) {
       fit_->batch_validated =
           true;  // a checkpoint saved by the validation's hooks resumes after it
       run_evaluation(task, *val, Stage::kValidate, fit_->val_batches, /*sanity=*/false);
       task.module().train();
+      keep_frozen_batchnorm_eval(task.module());  // frozen BatchNorm stays in eval
       // As Lightning: a stop the validation asked for (EarlyStopping) takes effect now, not
       // after another batch; at a window's end only, and agreed by every rank (the epoch's last
       // batch is left to the epoch-end decision in run_training).
@@ -874,7 +915,26 @@ std::string Trainer::resolve_ckpt_path(const std::string& which) const {
     }
   }
   const std::string last = (std::filesystem::path(checkpoint_dir()) / "last.ckpt").string();
-  if (which == "last" && std::filesystem::exists(last)) return last;
+  if (which == "last") {
+    if (std::filesystem::exists(last)) return last;
+    // As Lightning (checkpoint_connector._parse_ckpt_path): not an error, so that a job's one
+    // command line with ckpt_path="last" works from its first start; it starts fresh.
+    if (is_global_zero()) {
+      std::string looked = checkpoint_dir();
+      for (const auto& cb : callbacks_) {
+        if (auto* mc = dynamic_cast<ModelCheckpoint*>(cb.get());
+            mc && !mc->dirpath().empty() && mc->dirpath() != looked) {
+          looked += ", " + mc->dirpath();
+        }
+      }
+      std::cerr << "frugal: warning: fit(ckpt_path=\"last\") is set, but there is no last "
+                   "checkpoint available (looked in "
+                << looked
+                << "). No checkpoint will be loaded: training starts fresh. HINT: set "
+                   "ModelCheckpoint's save_last(true).\n";
+    }
+    return "";
+  }
   FRUGAL_CHECK(false, "ckpt_path=\"", which, "\": no such checkpoint is known (looked in ",
                checkpoint_dir(),
                which == "best" ? " and at the ModelCheckpoint callbacks' best_model_path)" : ")");
@@ -908,6 +968,7 @@ StateDict Trainer::training_state() const {
   st["scheduler"] = fit_->config.scheduler ? detail::to_ivalue(fit_->config.scheduler->state_dict())
                                            : c10::IValue();
   st["precision"] = detail::to_ivalue(fit_->precision->state_dict());
+  st["precision/resolved"] = std::string(to_string(fit_->precision->mode()));
   c10::impl::GenericDict callbacks(c10::StringType::get(), c10::AnyType::get());
   for (const auto& cb : callbacks_) {
     StateDict state = cb->state_dict();
@@ -958,16 +1019,19 @@ void Trainer::write_checkpoint(const std::string& path, bool weights_only) {
     root.write("trainer_state", detail::pack(training_state()));
   }
   detail::write_atomically(path, [&](const auto& sink) {
+    detail::ChecksummedZipWriter checked(sink);  // Note [Checkpoint checksums]
     root.save_to([&](const void* data, size_t size) {
-      sink(data, size);
+      checked.write(data, size);
       return size;
     });
+    checked.finish(path);
   });
 }
 
 void Trainer::restore(Task& task, const std::string& path) {
   // Everything is read and checked before anything changes; the model is written last.
-  detail::LoadedCheckpoint ckpt = detail::open_checkpoint(path, device_);
+  detail::LoadedCheckpoint ckpt =
+      detail::open_checkpoint(path, device_, options_.verify_checkpoints());
   FRUGAL_CHECK(!ckpt.weights_only, "checkpoint ", path,
                " holds weights only, so it cannot resume training; use frugal::load_weights() "
                "for inference");

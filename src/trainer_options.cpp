@@ -139,6 +139,10 @@ void TrainerOptions::validate() const {
   FRUGAL_CHECK((memory_budget_ > 0) == (effective_batch_size_ > 0),
                "memory_budget and effective_batch_size go together, got memory_budget=",
                memory_budget_, " and effective_batch_size=", effective_batch_size_);
+  FRUGAL_CHECK(num_threads_ >= -1,
+               "num_threads must be >= 1 (0: decided from the CPUs this process may use, -1: "
+               "leave LibTorch's setting), got ",
+               num_threads_);
   FRUGAL_CHECK(effective_batch_size_ == 0 ||
                    (accumulate_grad_batches_ == 1 && accumulation_schedule_.empty()),
                "effective_batch_size sets accumulate_grad_batches itself; leave "
@@ -200,6 +204,8 @@ std::map<std::string, std::string> TrainerOptions::to_map() const {
       {"effective_batch_size", s(effective_batch_size_)},
       {"oom_recovery", b(oom_recovery_)},
       {"cpu_malloc_tuning", b(cpu_malloc_tuning_)},
+      {"verify_checkpoints", b(verify_checkpoints_)},
+      {"num_threads", s(num_threads_)},
   };
 }
 

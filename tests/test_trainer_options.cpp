@@ -58,9 +58,8 @@ TEST(TrainerOptions, PrecisionStrings) {
     frugal::parse_precision("fp8");
     FAIL();
   } catch (const frugal::Error& e) {
-    EXPECT_THAT(
-        e.what(),
-        HasSubstr("precision must be one of \"32\", \"16-mixed\", \"bf16-mixed\", got \"fp8\""));
+    EXPECT_THAT(e.what(), HasSubstr("precision must be one of \"32\", \"16-mixed\", "
+                                    "\"bf16-mixed\", \"auto\", got \"fp8\""));
   }
 }
 

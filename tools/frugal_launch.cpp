@@ -6,7 +6,8 @@
 //       --nproc-per-node 4 -- ./train
 //
 // Each process gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR,
-// MASTER_PORT (and OMP_NUM_THREADS=1 unless set, as torchrun). SIGTERM, SIGINT and SIGHUP are
+// MASTER_PORT. Unlike torchrun it does not set OMP_NUM_THREADS=1: frugal's ranks divide the CPUs
+// they may run on among themselves (LOCAL_WORLD_SIZE; docs/guide.md, CPU threads). SIGTERM, SIGINT and SIGHUP are
 // forwarded to every process (a second one kills them). When a process fails (non-zero exit or
 // killed by a signal), the others get SIGTERM and, after --grace-seconds, SIGKILL; the launcher
 // then exits with the failed process's code (128 + signal for a signal), so it never returns 0
@@ -130,7 +131,6 @@ int main(int argc, char** argv) {
       ::setenv("MASTER_PORT", std::to_string(master_port).c_str(), 1);
       ::setenv("TORCHELASTIC_USE_AGENT_STORE", "False", 1);
       ::setenv("TORCHELASTIC_RESTART_COUNT", "0", 1);
-      if (nproc > 1) ::setenv("OMP_NUM_THREADS", "1", 0);
       ::execvp(args[0], args.data());
       std::fprintf(stderr, "frugal-launch: cannot run %s: %s\n", args[0], std::strerror(errno));
       ::_exit(127);

@@ -4,6 +4,8 @@
 //   build/examples/fashion_mnist/fashion_mnist --fast-dev-run 2 # a smoke test
 //   build/examples/fashion_mnist/fashion_mnist --model mlp --max-epochs 5 --metrics-json m.json
 //
+// Validation (early stopping, the best checkpoint) uses --val-size images held out of the training
+// set by a seeded draw; the test set is touched once, at the end.
 // Flags are named after TrainerOptions. Prints the test accuracy at the end; --metrics-json
 // writes the run's summary (with a SHA-256 of the final parameters, to compare runs bit for bit).
 #include <frugal/frugal.h>
@@ -23,13 +25,14 @@ struct Args {
   int64_t max_epochs = 15;
   int64_t max_steps = -1;
   int64_t batch_size = 64;
+  int64_t val_size = 5000;
   double lr = 1e-3;
   double weight_decay = 1e-4;
   int64_t seed = 42;
   std::string limit_train_batches = "1.0";
   std::string limit_val_batches = "1.0";
   int64_t fast_dev_run = 0;
-  std::string precision = "32";
+  std::string precision = "auto";
   int64_t accumulate_grad_batches = 1;
   double gradient_clip_val = 0.0;
   std::string default_root_dir = ".";
@@ -74,6 +77,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-steps", a.max_steps, "optimizer steps (-1: no limit)")
       ->capture_default_str();
   app.add_option("--batch-size", a.batch_size)->capture_default_str();
+  app.add_option("--val-size", a.val_size,
+                 "training images held out (seeded by --seed) for validation")
+      ->capture_default_str();
   app.add_option("--lr", a.lr, "AdamW learning rate (cosine-annealed per epoch)")
       ->capture_default_str();
   app.add_option("--weight-decay", a.weight_decay)->capture_default_str();
@@ -83,11 +89,14 @@ int main(int argc, char** argv) {
   app.add_option("--limit-val-batches", a.limit_val_batches)->capture_default_str();
   app.add_option("--fast-dev-run", a.fast_dev_run, "run n batches of train/val/test")
       ->capture_default_str();
-  app.add_option("--precision", a.precision, "32, bf16-mixed or 16-mixed")->capture_default_str();
+  app.add_option("--precision", a.precision, "auto, 32, bf16-mixed or 16-mixed")
+      ->capture_default_str();
   app.add_option("--accumulate-grad-batches", a.accumulate_grad_batches)->capture_default_str();
   app.add_option("--gradient-clip-val", a.gradient_clip_val)->capture_default_str();
   app.add_option("--default-root-dir", a.default_root_dir)->capture_default_str();
-  app.add_option("--num-threads", a.num_threads, "LibTorch intra-op threads (0: all cores)")
+  app.add_option(
+         "--num-threads", a.num_threads,
+         "LibTorch intra-op threads (0: the CPUs this process may use; -1: LibTorch's own default)")
       ->capture_default_str();
   app.add_option("--accelerator", a.accelerator, "auto, cpu or cuda")->capture_default_str();
   app.add_option("--log-every-n-steps", a.log_every_n_steps)->capture_default_str();
@@ -107,7 +116,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    if (a.num_threads > 0) torch::set_num_threads(static_cast<int>(a.num_threads));
+    FRUGAL_CHECK(a.num_threads >= -1, "--num-threads must be >= 0 (or -1), got ", a.num_threads);
     frugal::TrainerOptions options =
         frugal::TrainerOptions()
             .max_epochs(a.max_epochs)
@@ -118,6 +127,7 @@ int main(int argc, char** argv) {
             .limit_val_batches(frugal::BatchLimit::parse(a.limit_val_batches))
             .fast_dev_run(a.fast_dev_run)
             .precision(a.precision)
+            .num_threads(a.num_threads)
             .accumulate_grad_batches(a.accumulate_grad_batches)
             .gradient_clip_val(a.gradient_clip_val)
             .default_root_dir(a.default_root_dir)
@@ -154,8 +164,24 @@ int main(int argc, char** argv) {
                              std::make_shared<frugal::CSVLogger>(a.default_root_dir)});
 
     const auto start = std::chrono::steady_clock::now();
-    trainer.fit(task, data.train_loader(a.batch_size, static_cast<uint64_t>(a.seed)),
-                data.test_loader(256), a.ckpt_path);
+    // A seeded held-out part of the training set validates; the test set is used once, below.
+    const int64_t n = data.train().images.size(0);
+    FRUGAL_CHECK(a.val_size >= 1 && a.val_size < n, "--val-size must be in [1, ", n - 1, "], got ",
+                 a.val_size);
+    at::Generator split_gen = at::detail::createCPUGenerator(static_cast<uint64_t>(a.seed));
+    const at::Tensor perm = at::randperm(n, split_gen, at::TensorOptions().dtype(at::kLong));
+    const at::Tensor val_idx = std::get<0>(perm.slice(0, 0, a.val_size).sort());
+    const at::Tensor train_idx = std::get<0>(perm.slice(0, a.val_size).sort());
+    auto train_loader =
+        std::make_shared<frugal::TensorLoader>(data.train().images.index_select(0, train_idx),
+                                               data.train().labels.index_select(0, train_idx),
+                                               frugal::TensorLoaderOptions(a.batch_size)
+                                                   .shuffle(true)
+                                                   .seed(static_cast<uint64_t>(a.seed)));
+    auto val_loader = std::make_shared<frugal::TensorLoader>(
+        data.train().images.index_select(0, val_idx), data.train().labels.index_select(0, val_idx),
+        frugal::TensorLoaderOptions(256).pad_shards(false));
+    trainer.fit(task, train_loader, val_loader, a.ckpt_path);
     const double train_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double val_acc = trainer.metrics().get("val/acc").value_or(NAN);

@@ -42,12 +42,32 @@ struct Args {
   bool no_fixed_mmap_threshold = false;
 };
 
-torch::nn::Sequential make_model(const std::string& name) {
+bool is_zoo(const std::string& name) {
+  for (const auto& zoo : frugal::models::model_names())
+    if (name == zoo) return true;
+  return false;
+}
+
+torch::nn::Sequential make_small_model(const std::string& name) {
   if (name == "mlp") return frugal::models::Mlp();
   if (name == "cnn") return frugal::models::SmallCnn();
   if (name == "cnn-bn") return frugal::models::SmallCnnBn();
   if (name == "resnet") return frugal::models::SmallResNet();
-  throw frugal::Error("--models: each must be mlp, cnn, cnn-bn or resnet, got \"" + name + "\"");
+  throw frugal::Error(
+      "--models: each must be mlp, cnn, cnn-bn, resnet or a zoo model (mobilenet_v3_small, "
+      "mobilenet_v3_large, mobilenet_v2, efficientnet_b0, resnet18, resnet34, resnet50), got \"" +
+      name + "\"");
+}
+
+// A Classifier (AdamW at the trial's lr) on a small model or on a zoo model by torchvision's name
+// (10 classes, 1 input channel).
+std::unique_ptr<frugal::Task> make_task(const std::string& name, double lr) {
+  if (!is_zoo(name))
+    return std::make_unique<frugal::Classifier>(make_small_model(name), frugal::AdamW(lr));
+  std::shared_ptr<frugal::models::ZooModel> net = frugal::models::create_model(name, 10, 1);
+  return std::make_unique<frugal::Classifier>(
+      std::static_pointer_cast<torch::nn::Module>(net),
+      [net](const at::Tensor& x) { return net->forward(x); }, frugal::AdamW(lr));
 }
 
 }  // namespace
@@ -56,7 +76,9 @@ int main(int argc, char** argv) {
   Args a;
   CLI::App app{"Compare Fashion-MNIST models with quick trial runs and rank them"};
   app.add_option("--data-dir", a.data_dir, "folder with the IDX files (gzip'd or plain)");
-  app.add_option("--models", a.models, "mlp, cnn, cnn-bn, resnet")
+  app.add_option("--models", a.models,
+                 "mlp, cnn, cnn-bn, resnet, or zoo models: mobilenet_v3_small, "
+                 "mobilenet_v3_large, mobilenet_v2, efficientnet_b0, resnet18, resnet34, resnet50")
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--precisions", a.precisions, "32, bf16-mixed, 16-mixed (CUDA)")
@@ -85,7 +107,8 @@ int main(int argc, char** argv) {
   app.add_option("--output", a.output, "folder for trials.csv and trials.json (\"\": none)")
       ->capture_default_str();
   app.add_option("--accelerator", a.accelerator, "auto, cpu or cuda")->capture_default_str();
-  app.add_option("--num-threads", a.num_threads, "LibTorch intra-op threads (0: all cores)")
+  app.add_option("--num-threads", a.num_threads,
+                 "LibTorch intra-op threads (0: the CPUs this process may use)")
       ->capture_default_str();
   app.add_flag("--no-fixed-mmap-threshold", a.no_fixed_mmap_threshold,
                "keep glibc's moving mmap threshold (CPU memory figures get noisy; "
@@ -96,7 +119,7 @@ int main(int argc, char** argv) {
 #ifdef __GLIBC__
     if (!a.no_fixed_mmap_threshold) mallopt(M_MMAP_THRESHOLD, 64 * 1024);
 #endif
-    if (a.num_threads > 0) torch::set_num_threads(static_cast<int>(a.num_threads));
+    FRUGAL_CHECK(a.num_threads >= 0, "--num-threads must be >= 0, got ", a.num_threads);
     FRUGAL_CHECK(a.memory_budget_mib >= 0, "--memory-budget must be >= 0 MiB, got ",
                  a.memory_budget_mib);
     frugal::TrialsOptions options = frugal::TrialsOptions()
@@ -111,6 +134,7 @@ int main(int argc, char** argv) {
                                         .weight_accuracy(a.weight_accuracy)
                                         .output_dir(a.output)
                                         .out(&std::cout);
+    options.trainer().num_threads(a.num_threads);
     frugal::Trials trials(options);  // checks the options before the data is read
 
     frugal::TrialGrid grid;
@@ -119,8 +143,9 @@ int main(int argc, char** argv) {
     for (const auto& p : a.precisions) precisions.push_back(frugal::parse_precision(p));
     grid.precisions(precisions);
     for (const auto& name : a.models) {
-      make_model(name);  // an unknown name fails here, before any trial
-      trials.add_classifier(name, [name] { return make_model(name); });
+      if (!is_zoo(name)) make_small_model(name);  // an unknown name fails here, before any trial
+      trials.add_model(
+          name, [name](const frugal::TrialConfig& config) { return make_task(name, config.lr); });
     }
     trials.add_grid(grid);
 

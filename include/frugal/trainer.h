@@ -132,6 +132,15 @@ struct TrainerOptions {
   /// a BatchSizeFinder callback (the finder measures memory), nor when the environment sets
   /// malloc's thresholds (MALLOC_MMAP_THRESHOLD_, ...).
   TORCH_ARG(bool, cpu_malloc_tuning) = true;
+  /// Check a checkpoint's SHA-256 before resuming from it (one extra read of the file; turn off
+  /// only for huge files on trusted storage). Files written before checksums load with a warning.
+  TORCH_ARG(bool, verify_checkpoints) = true;
+  /// LibTorch's intra-op CPU threads. 0: decided by frugal from the CPUs this process may run on
+  /// (OMP_NUM_THREADS when set, else the affinity mask and the cgroup CPU quota, divided among the
+  /// ranks on this machine; frugal/hardware/cpu_threads.h); n > 0: n; -1: leave LibTorch's setting
+  /// as it is (for programs that call at::set_num_threads themselves). Applied when the Trainer is
+  /// built; the first lines of a fit say how many and why.
+  TORCH_ARG(int64_t, num_threads) = 0;
 
  public:
   /// Sets max_time from "DD:HH:MM:SS" (Lightning's format) or a duration.
@@ -188,7 +197,8 @@ class Trainer {
   Trainer& operator=(const Trainer&) = delete;
 
   /// Trains `task` on `train`, validating on `val` (may be null). `ckpt_path` resumes from a
-  /// checkpoint: a path, "last" (the newest last-checkpoint of the ModelCheckpoint callbacks) or
+  /// checkpoint: a path, "last" (the newest last-checkpoint of the ModelCheckpoint callbacks; when
+  /// there is none yet, a warning naming where it looked and a fresh start, as Lightning) or
   /// "best" (their best model); empty: start fresh.
   void fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_ptr<BatchSource> val = {},
            const std::string& ckpt_path = "");

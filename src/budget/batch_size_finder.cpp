@@ -13,6 +13,7 @@
 #include "compat.h"
 #include "frugal/callbacks/memory_monitor.h"
 #include "frugal/error.h"
+#include "frugal/models/finetune.h"
 #include "frugal/precision/grad_scaler.h"
 #include "optim/optim_util.h"
 #include "precision/plugin.h"
@@ -134,7 +135,7 @@ class Search {
         snapshot_(task.module(), optimizer, options.device()),
         meter_(options.device()) {
     precision_ = detail::make_precision(options.precision(), options.device());
-    if (options.precision() == Precision::k16Mixed) {
+    if (precision_->mode() == Precision::k16Mixed) {
       // A trial must reach the optimizer step (which allocates the optimizer's state); the
       // default initial scale of 65536 skips the first steps on overflow, a scale of 1 does not.
       precision_ = detail::make_loss_scaling_plugin(GradScalerOptions().init_scale(1.0),
@@ -150,6 +151,7 @@ class Search {
       start_meter(meter_, options_.device().is_cuda());
       {
         task_.module().train();
+        keep_frozen_batchnorm_eval(task_.module());
         const Batch batch = make_batch(size);
         for (int64_t s = 0; s < options_.steps_per_trial(); ++s) step(batch);
       }

@@ -1,6 +1,7 @@
 #include "frugal/callbacks/model_checkpoint.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (in ranges.h from fmt 11 on)
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +11,8 @@
 #include <system_error>
 
 #include "frugal/error.h"
+#include "frugal/io/checkpoint.h"
+#include "frugal/io/weights.h"
 #include "frugal/trainer.h"
 
 namespace fs = std::filesystem;
@@ -327,9 +330,13 @@ void ModelCheckpoint::apply_state(const StateDict& state) {
 // ---------------------------------------------------------------------------------------------
 // hooks
 
-void ModelCheckpoint::setup(Trainer& trainer, Task&, TrainerFn fn) {
+void ModelCheckpoint::setup(Trainer& trainer, Task& task, TrainerFn fn) {
+  module_ = &task.module();
   if (options_.dirpath().empty()) save_dir_ = normalize_dir(trainer.log_dir() + "/checkpoints");
   if (fn == TrainerFn::kFit) {
+    // A folder that cannot take files is an error now, not at the first save hours later.
+    if (trainer.is_global_zero())
+      detail::ensure_writable_dir(save_dir_, /*create=*/false, "ModelCheckpoint");
     last_global_step_saved_ = 0;
     defer_until_validation_ = false;
     validated_this_epoch_ = false;
@@ -442,6 +449,18 @@ void ModelCheckpoint::save_at_trigger(Trainer& trainer, const Candidates& c) {
   // together with a top-k file (so with a monitored top-1 it is a copy of the best), or at every
   // trigger when save_top_k is 0 and it is the only file.
   if (options_.save_last() && (saved || options_.save_top_k() == 0)) save_last(trainer, c);
+  if (saved && options_.save_best_safetensors() && module_ != nullptr &&
+      !best_model_path_.empty() && best_model_path_ != safetensors_for_) {
+    const auto path = fs::path(best_model_path_).parent_path() / "best.safetensors";
+    save_safetensors(*module_, path.string(),
+                     {{"checkpoint", fs::path(best_model_path_).filename().string()},
+                      {"monitor", options_.monitor()},
+                      {"epoch", std::to_string(c.epoch)},
+                      {"step", std::to_string(c.step)}});
+    safetensors_for_ = best_model_path_;
+    if (options_.verbose())
+      out() << fmt::format("frugal: ModelCheckpoint: wrote {}\n", path.string());
+  }
 }
 
 bool ModelCheckpoint::better(double a, double b) const {

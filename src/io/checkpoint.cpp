@@ -21,10 +21,12 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <set>
 
 #include "frugal/error.h"
 #include "io/checkpoint_io.h"
+#include "io/checksum.h"
 
 namespace frugal {
 
@@ -58,16 +60,25 @@ void write_atomically(
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   FRUGAL_CHECK(fd >= 0, "cannot write '", path, "': cannot create ", tmp, ": ", errno_text());
   try {
+    // A failed write is remembered and the rest discarded, not thrown from inside `write`:
+    // LibTorch's archive writer cannot unwind through its sink (its destructor finishes the
+    // archive through the same sink and aborts the process on a second error).
+    std::string failure;
     write([&](const void* data, size_t size) {
       const char* p = static_cast<const char*>(data);
-      while (size > 0) {
+      while (size > 0 && failure.empty()) {
         ssize_t n = ::write(fd, p, size);
         if (n < 0 && errno == EINTR) continue;
-        FRUGAL_CHECK(n > 0, "cannot write '", path, "': ", errno_text());
+        if (n <= 0) {
+          failure = n < 0 ? errno_text() : "no byte written";
+          break;
+        }
         p += n;
         size -= static_cast<size_t>(n);
       }
     });
+    FRUGAL_CHECK(failure.empty(), "cannot write '", path, "': ", failure,
+                 " (the previous file, if any, is unchanged)");
     FRUGAL_CHECK(::fsync(fd) == 0, "cannot write '", path, "': fsync: ", errno_text());
     FRUGAL_CHECK(::close(fd) == 0, "cannot write '", path, "': close: ", errno_text());
     fd = -1;
@@ -79,6 +90,31 @@ void write_atomically(
     throw;
   }
   fsync_dir(dir);
+}
+
+void ensure_writable_dir(const std::string& dir, bool create, const std::string& who) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (create) {
+    fs::create_directories(dir, ec);
+    FRUGAL_CHECK(!ec, who, ": cannot create the folder '", dir, "': ", ec.message());
+  }
+  // The folder, or (not created yet) the nearest existing folder above it, must take a file.
+  fs::path existing = fs::absolute(fs::path(dir), ec);
+  while (!fs::exists(existing, ec) && existing.has_parent_path() &&
+         existing.parent_path() != existing) {
+    existing = existing.parent_path();
+  }
+  FRUGAL_CHECK(fs::is_directory(existing, ec), who, ": cannot use the folder '", dir, "': '",
+               existing.string(), "' is not a folder");
+  const std::string probe =
+      (existing / (".frugal-write-test." + std::to_string(::getpid()))).string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  FRUGAL_CHECK(fd >= 0, who, ": cannot write to the folder '", dir, "'",
+               existing.string() == dir ? std::string() : " (in '" + existing.string() + "')", ": ",
+               errno_text(), " (checked before training starts)");
+  ::close(fd);
+  ::unlink(probe.c_str());
 }
 
 c10::IValue to_ivalue(const StateDict& state) {
@@ -157,9 +193,14 @@ void plan_module(torch::nn::Module& module, torch::serialize::InputArchive& arch
 }
 }  // namespace
 
-LoadedCheckpoint open_checkpoint(const std::string& path, c10::Device device) {
+LoadedCheckpoint open_checkpoint(const std::string& path, c10::Device device, bool verify) {
   FRUGAL_CHECK(!path.empty(), "checkpoint path is empty");
   FRUGAL_CHECK(std::filesystem::is_regular_file(path), "checkpoint file not found: ", path);
+  if (verify && verify_checksum(path) == ChecksumStatus::kAbsent) {
+    std::cerr << "frugal: warning: checkpoint " << path
+              << " has no checksum (written before frugal recorded one, or not by frugal); "
+                 "loading it unverified\n";
+  }
   LoadedCheckpoint ckpt;
   ckpt.path = path;
   try {
@@ -211,8 +252,9 @@ void apply_weights(const std::vector<std::pair<at::Tensor, at::Tensor>>& plan) {
 
 }  // namespace detail
 
-void load_weights(torch::nn::Module& module, const std::string& path) {
-  detail::LoadedCheckpoint ckpt = detail::open_checkpoint(path, c10::Device(c10::kCPU));
+void load_weights(torch::nn::Module& module, const std::string& path, bool verify_checksum) {
+  detail::LoadedCheckpoint ckpt =
+      detail::open_checkpoint(path, c10::Device(c10::kCPU), verify_checksum);
   detail::apply_weights(detail::plan_weights(module, ckpt));
 }
 

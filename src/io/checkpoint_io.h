@@ -28,8 +28,9 @@ struct LoadedCheckpoint {
 };
 
 /// Opens `path` (tensors mapped to `device`); throws a clear error for a missing, truncated,
-/// corrupt or foreign file.
-LoadedCheckpoint open_checkpoint(const std::string& path, c10::Device device);
+/// corrupt or foreign file. With `verify`, the file's checksum is checked first (Note
+/// [Checkpoint checksums]); a file without one loads with a warning.
+LoadedCheckpoint open_checkpoint(const std::string& path, c10::Device device, bool verify = true);
 /// Pairs (model tensor, checkpoint tensor) after checking every name and shape; throws naming the
 /// first mismatch. Changes nothing.
 std::vector<std::pair<at::Tensor, at::Tensor>> plan_weights(torch::nn::Module& module,

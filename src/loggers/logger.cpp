@@ -224,9 +224,7 @@ CSVLogger::CSVLogger(CSVLoggerOptions options) : options_(std::move(options)) {
   version_ = version;
   dir_ = (root / fmt::format("version_{}", version)).string();
   // Created now, so that the next logger on the same root takes the next version.
-  std::error_code ec;
-  fs::create_directories(dir_, ec);
-  FRUGAL_CHECK(!ec, "CSVLogger: cannot create log folder '", dir_, "': ", ec.message());
+  detail::ensure_writable_dir(dir_, /*create=*/true, "CSVLogger");
   columns_ = {"epoch", "step"};
 }
 

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "frugal/deploy/onnx.h"
 #include "frugal/error.h"
 
 namespace frugal::models {
@@ -57,7 +58,8 @@ torch::nn::Sequential Mlp(int64_t inputs, int64_t hidden, int64_t classes, int64
 namespace {
 
 /// conv-bn-relu-conv-bn plus a shortcut (1x1 conv + bn when the shape changes), then relu.
-struct BasicBlockImpl : nn::Module {
+/// Exports itself to ONNX (its forward is not a Sequential): folded Conv+BN, Relu, residual Add.
+struct BasicBlockImpl : nn::Module, deploy::OnnxExportable {
   BasicBlockImpl(int64_t in, int64_t out, int64_t stride)
       : conv1(register_module(
             "conv1",
@@ -77,6 +79,20 @@ struct BasicBlockImpl : nn::Module {
     at::Tensor y = torch::relu(bn1->forward(conv1->forward(x)));
     y = bn2->forward(conv2->forward(y));
     return torch::relu(y + (shortcut ? shortcut->forward(x) : x));
+  }
+  deploy::OnnxValue export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                const deploy::OnnxValue& x) override {
+    const bool fold = g.options().fold_batch_norm;
+    auto conv_bn = [&](nn::Conv2d& conv, nn::BatchNorm2d& bn, const std::string& conv_name,
+                       const std::string& bn_name, const deploy::OnnxValue& in) {
+      if (fold) return g.conv2d(*conv, bn.get(), path + "." + conv_name, in);
+      return g.module(*bn, path + "." + bn_name,
+                      g.conv2d(*conv, nullptr, path + "." + conv_name, in));
+    };
+    deploy::OnnxValue y = g.relu(conv_bn(conv1, bn1, "conv1", "bn1", x), path);
+    y = conv_bn(conv2, bn2, "conv2", "bn2", y);
+    deploy::OnnxValue skip = shortcut ? g.module(*shortcut, path + ".shortcut", x) : x;
+    return g.relu(g.add(y, skip, path), path);
   }
   nn::Conv2d conv1;
   nn::BatchNorm2d bn1;

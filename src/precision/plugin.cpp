@@ -15,6 +15,8 @@ const char* to_string(Precision precision) {
       return "16-mixed";
     case Precision::kBf16Mixed:
       return "bf16-mixed";
+    case Precision::kAuto:
+      return "auto";
   }
   return "?";
 }
@@ -23,8 +25,10 @@ Precision parse_precision(const std::string& text) {
   if (text == "32" || text == "32-true") return Precision::k32;
   if (text == "16-mixed" || text == "16") return Precision::k16Mixed;
   if (text == "bf16-mixed" || text == "bf16") return Precision::kBf16Mixed;
-  FRUGAL_CHECK(false, "precision must be one of \"32\", \"16-mixed\", \"bf16-mixed\", got \"", text,
-               "\"");
+  if (text == "auto") return Precision::kAuto;
+  FRUGAL_CHECK(false,
+               "precision must be one of \"32\", \"16-mixed\", \"bf16-mixed\", \"auto\", got \"",
+               text, "\"");
   return Precision::k32;
 }
 
@@ -143,6 +147,7 @@ std::unique_ptr<PrecisionPlugin> make_loss_scaling_plugin(GradScalerOptions opti
 void set_precision_factory(PrecisionFactory factory) { factory_override() = std::move(factory); }
 
 std::unique_ptr<PrecisionPlugin> make_precision(Precision precision, c10::Device device) {
+  if (precision == Precision::kAuto) precision = resolve_precision(precision, device).precision;
   if (factory_override()) return factory_override()(precision, device);
   switch (precision) {
     case Precision::k32:
@@ -151,6 +156,8 @@ std::unique_ptr<PrecisionPlugin> make_precision(Precision precision, c10::Device
       return std::make_unique<Bf16Mixed>(device.type());
     case Precision::k16Mixed:
       return make_loss_scaling_plugin(GradScalerOptions(), device, /*autocast=*/true);
+    case Precision::kAuto:
+      break;  // resolved above
   }
   FRUGAL_CHECK(false, "unknown precision value ", static_cast<int>(precision));
   return nullptr;

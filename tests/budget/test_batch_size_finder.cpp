@@ -55,7 +55,8 @@ std::vector<at::Tensor> optimizer_state(torch::optim::Optimizer& optimizer) {
   std::vector<at::Tensor> out;
   for (auto& group : optimizer.param_groups()) {
     for (auto& p : group.params()) {
-      auto it = optimizer.state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+      using Key = std::decay_t<decltype(optimizer.state())>::key_type;
+      auto it = optimizer.state().find(frugal::compat::optimizer_state_key<Key>(p));
       if (it == optimizer.state().end()) continue;
       auto& s = static_cast<torch::optim::AdamParamState&>(*it->second);
       out.push_back(torch::tensor({s.step()}, torch::kDouble));

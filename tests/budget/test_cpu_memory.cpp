@@ -94,7 +94,8 @@ ChildResult fit_in_child(bool tuning, const char* env = nullptr, bool with_finde
             x, y, frugal::BatchSizeFinderOptions().start_size(32).max_size(64).budget_bytes(1e9)));
       }
       frugal::Trainer trainer(
-          frugal::testing::quiet_options("").max_steps(25).cpu_malloc_tuning(tuning), callbacks);
+          frugal::testing::quiet_options("").num_threads(1).max_steps(25).cpu_malloc_tuning(tuning),
+          callbacks);
       trainer.fit(task,
                   std::make_shared<frugal::TensorLoader>(x, y, frugal::TensorLoaderOptions(64)));
       r.faults_per_step =

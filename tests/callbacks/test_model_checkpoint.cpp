@@ -28,6 +28,7 @@ using frugal::testing::quiet_options;
 using frugal::testing::temp_dir;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::UnorderedElementsAre;
 
 namespace {
@@ -423,6 +424,35 @@ TEST(ModelCheckpoint, SaveWeightsOnlyWritesLoadableWeights) {
               HasSubstr("weights only"));
 }
 
+TEST(ModelCheckpoint, SaveBestSafetensorsHoldsTheBestCheckpointsWeights) {
+  const std::string dir = temp_dir("mc_safetensors");
+  auto cb = std::make_shared<ModelCheckpoint>(ModelCheckpointOptions()
+                                                  .dirpath(dir)
+                                                  .filename("{epoch}-{val/score:.1f}")
+                                                  .monitor("val/score")
+                                                  .save_top_k(2)
+                                                  .save_best_safetensors(true));
+  std::vector<std::string> written_for;
+  auto probe = std::make_shared<Probe>();
+  probe->validation_end = [&](Trainer&) {
+    std::map<std::string, std::string> meta;
+    frugal::read_safetensors(dir + "/best.safetensors", &meta);
+    written_for.push_back(meta.at("checkpoint") + "@" + meta.at("epoch"));
+  };
+  fit_scripted(dir, cb, {5, 3, 4, 1, 2}, {probe});
+  // Rewritten when the best changes (epochs 0, 1, 3), left alone otherwise.
+  EXPECT_EQ(written_for, (std::vector<std::string>{
+                             "epoch=0-val_score=5.0.ckpt@0", "epoch=1-val_score=3.0.ckpt@1",
+                             "epoch=1-val_score=3.0.ckpt@1", "epoch=3-val_score=1.0.ckpt@3",
+                             "epoch=3-val_score=1.0.ckpt@3"}));
+  auto from_ckpt = tiny_net(7);
+  frugal::load_weights(*from_ckpt, cb->best_model_path());
+  auto from_st = tiny_net(8);
+  frugal::load_state_dict(*from_st, dir + "/best.safetensors");
+  for (const auto& [k, t] : frugal::module_state(*from_ckpt))
+    EXPECT_TRUE(torch::equal(t, frugal::module_state(*from_st).at(k))) << k;
+}
+
 // ---------------------------------------------------------------------------------------------
 // triggers
 
@@ -669,6 +699,44 @@ TEST(ModelCheckpoint, ResolvesLastAndBest) {
   Trainer trainer(quiet_options(dir2).max_epochs(3), {again});
   trainer.fit(task, loader(8, 4), loader(8, 8), "best");
   EXPECT_EQ(trainer.state().epoch, 3) << "resumed after epoch 1 and ran epoch 2";
+}
+
+TEST(ModelCheckpoint, FitWithLastBeforeAnyCheckpointWarnsAndStartsFresh) {
+  // As Lightning 2.6 (checkpoint_connector._parse_ckpt_path): ckpt_path="last" with nothing saved
+  // yet is a warning, not an error, so a requeued job uses one command line from its first start.
+  const std::string dir = temp_dir("mc_last_fresh");
+  auto cb = std::make_shared<ModelCheckpoint>(
+      ModelCheckpointOptions().dirpath(dir + "/ckpts").save_last(true));
+  Scripted task(tiny_net(), {2, 1});
+  Trainer trainer(quiet_options(dir).max_epochs(2), {cb});
+  ::testing::internal::CaptureStderr();
+  trainer.fit(task, loader(8, 4), loader(8, 8), "last");
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(err, HasSubstr("fit(ckpt_path=\"last\") is set, but there is no last checkpoint "
+                             "available (looked in " +
+                             dir + "/ckpts)"));
+  EXPECT_THAT(err, HasSubstr("starts fresh"));
+  EXPECT_EQ(trainer.ckpt_path(), "");
+  EXPECT_EQ(trainer.state().epoch, 2);
+  EXPECT_EQ(trainer.state().global_step, 4) << "trained from step 0";
+  ASSERT_TRUE(fs::exists(dir + "/ckpts/last.ckpt"));
+
+  // The same call again resumes from what the first run saved: nothing left to do.
+  Scripted again(tiny_net(), {2, 1, 0});
+  Trainer second(quiet_options(dir).max_epochs(3),
+                 {std::make_shared<ModelCheckpoint>(
+                     ModelCheckpointOptions().dirpath(dir + "/ckpts").save_last(true))});
+  ::testing::internal::CaptureStderr();
+  second.fit(again, loader(8, 4), loader(8, 8), "last");
+  EXPECT_THAT(::testing::internal::GetCapturedStderr(), Not(HasSubstr("no last checkpoint")));
+  EXPECT_EQ(second.ckpt_path(), dir + "/ckpts/last.ckpt");
+  EXPECT_EQ(second.state().global_step, 6) << "resumed at step 4, one more epoch";
+
+  // "best" with nothing known stays an error, as in Lightning.
+  Scripted third(tiny_net(), {2});
+  Trainer t3(quiet_options(dir + "/other").max_epochs(1));
+  EXPECT_THAT(error_message([&] { t3.fit(third, loader(8, 4), loader(8, 8), "best"); }),
+              HasSubstr("ckpt_path=\"best\": no such checkpoint is known"));
 }
 
 // ---------------------------------------------------------------------------------------------

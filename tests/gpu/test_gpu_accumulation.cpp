@@ -2,8 +2,8 @@
 // scaling unscaled once per window).
 #include <algorithm>
 
-#include "../../src/precision.h"
 #include "gpu_support.h"
+#include "precision/plugin.h"
 
 namespace {
 

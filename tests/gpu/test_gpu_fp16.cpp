@@ -6,8 +6,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "../../src/precision.h"
 #include "gpu_support.h"
+#include "precision/plugin.h"
 
 namespace {
 

@@ -1,7 +1,8 @@
 // Exact resume with real processes: the example is killed with SIGKILL at arbitrary moments
 // (mid-epoch, mid accumulation window), resumed from its last step checkpoint each time, and ends
 // with the same parameters (SHA-256) and the same validation and test metrics as an uninterrupted
-// run. Also: SIGTERM makes it save a checkpoint and exit cleanly.
+// run. Every start has the same command line (--ckpt-path last, also the first). Also: SIGTERM
+// makes it save a checkpoint and exit cleanly.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -72,12 +73,14 @@ TEST(ResumeAfterKill, KilledAndResumedRunEndsExactlyLikeAnUninterruptedOne) {
   const std::string last = root + "/checkpoints/last.ckpt";
   int kills = 0;
   for (int attempt = 0; attempt < 8; ++attempt) {
+    // One command line for every start, as a requeued job has: "--ckpt-path last" from the first
+    // start on, when no checkpoint exists yet (a warning and a fresh start, as Lightning).
     std::vector<std::string> a = args(root, dir + "/killed.json");
-    if (fs::exists(last)) {
-      a.push_back("--ckpt-path");
-      a.push_back("last");
-    }
-    frugal::testing::Child run(a, dir + "/killed.log");
+    a.push_back("--ckpt-path");
+    a.push_back("last");
+    const bool first_start = !fs::exists(last);
+    const std::string log = dir + "/killed" + std::to_string(attempt) + ".log";
+    frugal::testing::Child run(a, log);
     if (attempt < 3) {
       // Wait for a fresh checkpoint, then kill at a random moment after it.
       const auto before = fs::exists(last) ? fs::last_write_time(last) : fs::file_time_type();
@@ -91,10 +94,18 @@ TEST(ResumeAfterKill, KilledAndResumedRunEndsExactlyLikeAnUninterruptedOne) {
         run.kill(SIGKILL);
         EXPECT_EQ(run.wait(), -SIGKILL);
         ++kills;
+        if (first_start) {
+          EXPECT_NE(frugal::testing::read_text(log).find(
+                        "fit(ckpt_path=\"last\") is set, but there is no last checkpoint "
+                        "available (looked in " +
+                        root + "/checkpoints)"),
+                    std::string::npos)
+              << frugal::testing::read_text(log);
+        }
         continue;
       }
     }
-    ASSERT_EQ(run.wait(), 0) << frugal::testing::read_text(dir + "/killed.log");
+    ASSERT_EQ(run.wait(), 0) << frugal::testing::read_text(log);
     break;
   }
   EXPECT_GE(kills, 2) << "the run finished before it could be killed; make it longer";

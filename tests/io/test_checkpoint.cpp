@@ -1,11 +1,18 @@
 // Checkpoints: exact resume (end of epoch, mid-epoch, mid accumulation window), clear errors for
-// bad files, weights-only loading, the model left untouched by a failed load.
+// bad files, weights-only loading, the model left untouched by a failed load; checksums (every
+// damaged copy refused), a failed save (disk full) and unwritable folders.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <torch/torch.h>
 
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <random>
 
 #include "test_support.h"
 
@@ -218,6 +225,191 @@ TEST(Checkpoint, BadFilesGiveClearErrorsAndLeaveTheModelUntouched) {
               HasSubstr("LR scheduler state"));
   EXPECT_EQ(frugal::params_sha256(*s.net), s_before);
   EXPECT_EQ(frugal::params_sha256(*r.net), before);
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// Note [Checkpoint checksums] (src/io/checksum.cpp): before checksums, 73 of 120 damaged copies
+// of a real checkpoint loaded without a word, with different weights.
+TEST(Checkpoint, EveryDamagedCopyIsRefusedOrLoadsTheSameWeights) {
+  const std::string dir = frugal::testing::temp_dir("ckpt_damaged");
+  const std::string good = dir + "/good.ckpt";
+  const std::string sha = save_one(good);
+  const std::string bytes = read_bytes(good);
+  std::mt19937 rng(2026);
+  int refused = 0, identical = 0, different = 0;
+  std::string first_error;
+  for (int copy = 0; copy < 120; ++copy) {
+    std::string damaged = bytes;
+    if (copy % 6 == 5) {  // truncated
+      damaged.resize(std::uniform_int_distribution<size_t>(0, bytes.size() - 1)(rng));
+    } else {  // 1 to 4 bytes changed
+      const int n = std::uniform_int_distribution<int>(1, 4)(rng);
+      for (int i = 0; i < n; ++i) {
+        const size_t at = std::uniform_int_distribution<size_t>(0, bytes.size() - 1)(rng);
+        damaged[at] =
+            static_cast<char>(damaged[at] ^ std::uniform_int_distribution<int>(1, 255)(rng));
+      }
+    }
+    const std::string path = dir + "/copy" + std::to_string(copy) + ".ckpt";
+    write_bytes(path, damaged);
+    Model r = make_run();
+    ::testing::internal::CaptureStderr();
+    const std::string error = error_of([&] { frugal::load_weights(*r.net, path); });
+    ::testing::internal::GetCapturedStderr();
+    if (error != "no error") {
+      ++refused;
+      if (first_error.empty() && copy % 6 != 5) first_error = error;
+      EXPECT_THAT(error, HasSubstr(path)) << "the error names the file";
+    } else if (frugal::params_sha256(*r.net) == sha) {
+      ++identical;
+    } else {
+      ++different;
+    }
+  }
+  std::printf("120 damaged copies: %d refused, %d loaded the same weights, %d different\n", refused,
+              identical, different);
+  EXPECT_EQ(different, 0);
+  EXPECT_GE(refused, 110) << "only a change in the checksum's own marker can go unnoticed";
+  EXPECT_THAT(first_error, HasSubstr("is corrupt: its contents do not match the SHA-256"));
+}
+
+TEST(Checkpoint, ResumeRefusesADamagedCheckpointBeforeChangingAnything) {
+  const std::string dir = frugal::testing::temp_dir("ckpt_damaged_resume");
+  save_one(dir + "/good.ckpt");
+  std::string bytes = read_bytes(dir + "/good.ckpt");
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x10);
+  write_bytes(dir + "/bad.ckpt", bytes);
+  Model r = make_run();
+  const std::string before = frugal::params_sha256(*r.net);
+  Trainer t(frugal::testing::quiet_options().max_epochs(2));
+  EXPECT_THAT(error_of([&] { t.fit(*r.task, train_data(), nullptr, dir + "/bad.ckpt"); }),
+              HasSubstr("checkpoint " + dir + "/bad.ckpt is corrupt"));
+  EXPECT_EQ(frugal::params_sha256(*r.net), before);
+  // verify_checkpoints(false) skips the check (the flipped byte then goes unnoticed here).
+  Model q = make_run();
+  Trainer unchecked(frugal::testing::quiet_options().max_epochs(2).verify_checkpoints(false));
+  EXPECT_EQ(error_of([&] { frugal::load_weights(*q.net, dir + "/bad.ckpt", false); }), "no error");
+}
+
+TEST(Checkpoint, AFileWithoutChecksumLoadsWithAWarning) {
+  const std::string dir = frugal::testing::temp_dir("ckpt_unchecked");
+  const std::string sha = save_one(dir + "/good.ckpt");
+  std::string bytes = read_bytes(dir + "/good.ckpt");
+  // As frugal wrote checkpoints before checksums: the zip without its comment.
+  const size_t comment = static_cast<unsigned char>(bytes[bytes.size() - 80]);
+  ASSERT_EQ(comment, 78u);
+  bytes.resize(bytes.size() - 78);
+  bytes[bytes.size() - 2] = 0;
+  write_bytes(dir + "/old.ckpt", bytes);
+  Model r = make_run();
+  ::testing::internal::CaptureStderr();
+  frugal::load_weights(*r.net, dir + "/old.ckpt");
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(frugal::params_sha256(*r.net), sha);
+  EXPECT_THAT(err, HasSubstr("checkpoint " + dir + "/old.ckpt has no checksum"));
+}
+
+TEST(Checkpoint, ACheckedFileIsAnOrdinaryZipArchiveForPython) {
+  if (std::system("/usr/bin/python3 -c 'import zipfile' 2>/dev/null") != 0) {
+    GTEST_SKIP() << "/usr/bin/python3 is not available";
+  }
+  const std::string dir = frugal::testing::temp_dir("ckpt_zip");
+  save_one(dir + "/good.ckpt");
+  // Python's zipfile checks every record's CRC-32 and reads the comment.
+  const auto run = frugal::testing::run_program(
+      "/usr/bin/python3",
+      "-c " +
+          frugal::testing::shell_quote("import zipfile,sys\n"
+                                       "z = zipfile.ZipFile(sys.argv[1])\n"
+                                       "assert z.testzip() is None\n"
+                                       "print(z.comment.decode()[:14], len(z.comment))\n") +
+          " " + frugal::testing::shell_quote(dir + "/good.ckpt"),
+      dir, "zipfile");
+  ASSERT_EQ(run.exit_code, 0) << run.describe();
+  EXPECT_EQ(run.out, "frugal-sha256: 78\n");
+}
+
+// Disk full while a checkpoint is written: RLIMIT_FSIZE makes write() fail part-way (EFBIG), as a
+// full disk does (ENOSPC), without mounting anything.
+TEST(Checkpoint, AFailedSaveKeepsThePreviousFileAndTheNextSaveWorks) {
+  const std::string dir = frugal::testing::temp_dir("ckpt_disk_full");
+  const std::string path = dir + "/run.ckpt";
+  struct SaveTwice : frugal::Callback {
+    std::string path, error, kept_bytes, params_before, params_after;
+    bool later_save_loads = false;
+    void on_train_batch_end(Trainer& t, frugal::Task& task, const at::Tensor&, const frugal::Batch&,
+                            int64_t) override {
+      if (t.state().global_step == 2) t.save_checkpoint(path);
+      if (t.state().global_step != 4) return;
+      kept_bytes = read_bytes(path);
+      params_before = frugal::params_sha256(task.module());
+      rlimit saved{};
+      getrlimit(RLIMIT_FSIZE, &saved);
+      rlimit small = saved;
+      small.rlim_cur = kept_bytes.size() / 2;
+      auto previous = std::signal(SIGXFSZ, SIG_IGN);
+      setrlimit(RLIMIT_FSIZE, &small);
+      error = error_of([&] { t.save_checkpoint(path); });
+      setrlimit(RLIMIT_FSIZE, &saved);  // space is back
+      std::signal(SIGXFSZ, previous);
+      params_after = frugal::params_sha256(task.module());
+      t.save_checkpoint(path);
+    }
+  };
+  auto cb = std::make_shared<SaveTwice>();
+  cb->path = path;
+  Model r = make_run();
+  Trainer t(frugal::testing::quiet_options().max_epochs(1), {cb});
+  t.fit(*r.task, train_data());
+  EXPECT_THAT(cb->error, HasSubstr("cannot write '" + path + "'"));
+  EXPECT_THAT(cb->error, HasSubstr("File too large"));
+  EXPECT_EQ(cb->params_after, cb->params_before) << "a failed save changes no training state";
+  int leftovers = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) leftovers += entry.path() != path;
+  EXPECT_EQ(leftovers, 0) << "no temporary file is left behind";
+  // The save after the failure replaced the file whole, and it resumes.
+  Model q = make_run();
+  Trainer resumed(frugal::testing::quiet_options().max_epochs(1));
+  EXPECT_EQ(error_of([&] { resumed.fit(*q.task, train_data(), nullptr, path); }), "no error");
+  // The file kept through the failure was the complete, checked one from step 2.
+  write_bytes(dir + "/kept.ckpt", cb->kept_bytes);
+  Model k = make_run();
+  EXPECT_EQ(error_of([&] { frugal::load_weights(*k.net, dir + "/kept.ckpt"); }), "no error");
+}
+
+TEST(Checkpoint, UnwritableFoldersAreRefusedAtFitStart) {
+  const std::string dir = frugal::testing::temp_dir("ckpt_unwritable");
+  { std::ofstream(dir + "/a_file") << "x"; }
+  auto fit_with = [&](std::shared_ptr<frugal::Callback> cb, frugal::TrainerOptions o) {
+    Model r = make_run();
+    Trainer t(o.max_epochs(1), {std::move(cb)});
+    return error_of([&] { t.fit(*r.task, train_data()); });
+  };
+  // A file where the folder should be.
+  EXPECT_THAT(fit_with(std::make_shared<frugal::ModelCheckpoint>(
+                           frugal::ModelCheckpointOptions().dirpath(dir + "/a_file/ckpts")),
+                       frugal::testing::quiet_options()),
+              HasSubstr("ModelCheckpoint: cannot use the folder '" + dir + "/a_file/ckpts'"));
+  // A folder no file can be created in, even by root: /proc/self.
+  EXPECT_THAT(fit_with(std::make_shared<frugal::ModelCheckpoint>(
+                           frugal::ModelCheckpointOptions().dirpath("/proc/self/ckpts")),
+                       frugal::testing::quiet_options()),
+              HasSubstr("ModelCheckpoint: cannot write to the folder '/proc/self/ckpts' (in "
+                        "'/proc/self')"));
+  EXPECT_THAT(error_of([&] {
+                frugal::CSVLogger logger(frugal::CSVLoggerOptions().save_dir("/proc/self"));
+              }),
+              HasSubstr("CSVLogger: cannot create the folder '/proc/self/"));
+  // Nothing was trained: the errors came before the first step.
+  EXPECT_FALSE(fs::exists(dir + "/a_file/ckpts"));
 }
 
 TEST(Checkpoint, GpuCheckpointLayoutHoldsCpuTensors) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "compat.h"
 #include "precision/plugin.h"
 #include "test_support.h"
 
@@ -290,6 +291,66 @@ TEST(PrecisionTrainer, LossScalingTrainsExactlyLikeFp32IncludingClipping) {
   for (size_t i = 0; i < fp32.size(); ++i) {
     EXPECT_TRUE(torch::allclose(scaled[i], fp32[i], 1e-6, 1e-7)) << "parameter " << i;
   }
+}
+
+/// "16-mixed" on the CPU with real fp16 autocast and the GradScaler, in the Trainer: LibTorch
+/// 2.4+ only (1.13's CPU autocast refuses fp16; SixteenMixedAutocastNeedsCudaOrCpuFp16Autocast
+/// checks that error there). The forward runs in fp16, the scaler steps, and training reaches
+/// the loss fp32 reaches on the same data to 5%.
+TEST(PrecisionTrainer, SixteenMixedWithFp16AutocastTrainsOnTheCpu) {
+  if (!frugal::compat::kCpuFp16Autocast) {
+    GTEST_SKIP() << "LibTorch " << TORCH_VERSION
+                 << " has no fp16 CPU autocast (2.4+); runs in the 2.11 build";
+  }
+  auto data = frugal::testing::make_toy_data(64, 8, 3, 5);
+  auto full_loss = [&](torch::nn::Sequential& net) {
+    torch::NoGradGuard no_grad;
+    return torch::cross_entropy_loss(net->forward(data.x), data.y).item<double>();
+  };
+  auto run = [&](const std::string& precision, at::ScalarType* seen, int64_t* skipped) {
+    torch::manual_seed(4);
+    torch::nn::Sequential net(torch::nn::Linear(8, 16),
+                              torch::nn::Functional([seen](const at::Tensor& x) {
+                                if (seen != nullptr) *seen = x.scalar_type();
+                                return x;
+                              }),
+                              torch::nn::Tanh(), torch::nn::Linear(16, 3));
+    const double before = full_loss(net);
+    frugal::Classifier task(net, frugal::SGD(0.3));
+    Trainer trainer(frugal::testing::quiet_options().max_epochs(6).precision(precision));
+    trainer.fit(task, std::make_shared<frugal::TensorLoader>(data.x, data.y,
+                                                             frugal::TensorLoaderOptions(8)));
+    if (skipped != nullptr) *skipped = trainer.state().skipped_steps;
+    EXPECT_EQ(trainer.state().global_step, 48);
+    for (auto& p : net->parameters()) EXPECT_TRUE(p.isfinite().all().item<bool>());
+    EXPECT_EQ(net->parameters()[0].scalar_type(), at::kFloat);  // master weights stay fp32
+    const double after = full_loss(net);
+    EXPECT_LT(after, 0.7 * before) << precision;
+    return after;
+  };
+  at::ScalarType seen = at::kFloat;
+  int64_t skipped = -1;
+  frugal::StateDict scaler;
+  double fp16 = 0;
+  {
+    frugal::detail::set_precision_factory([&](Precision p, c10::Device device) {
+      EXPECT_EQ(p, Precision::k16Mixed);
+      return std::make_unique<Recording>(
+          frugal::detail::make_loss_scaling_plugin(GradScalerOptions(), device, /*autocast=*/true),
+          &scaler);
+    });
+    fp16 = run("16-mixed", &seen, &skipped);
+    frugal::detail::set_precision_factory(nullptr);
+  }
+  const double fp32 = run("32", nullptr, nullptr);
+  EXPECT_EQ(seen, at::kHalf);  // the first Linear ran under fp16 autocast
+  ASSERT_FALSE(scaler.empty());
+  // Every step either stepped (counted towards growth) or backed the scale off.
+  const double scale = scaler.at("scale").toDouble();
+  EXPECT_EQ(scale, 65536.0 * std::pow(0.5, static_cast<double>(skipped)));
+  if (skipped == 0) EXPECT_EQ(scaler.at("_growth_tracker").toInt(), 48);
+  EXPECT_LT(skipped, 3);
+  EXPECT_NEAR(fp16, fp32, 0.05 * fp32);
 }
 
 TEST(PrecisionTrainer, LossScaledAccumulationEqualsTheFullBatch) {

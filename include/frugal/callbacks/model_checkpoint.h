@@ -24,6 +24,10 @@
 #include <utility>
 #include <vector>
 
+namespace torch::nn {
+class Module;
+}
+
 namespace frugal {
 
 struct ModelCheckpointOptions {
@@ -51,6 +55,9 @@ struct ModelCheckpointOptions {
   TORCH_ARG(double, train_time_interval_seconds) = 0.0;
   /// Write the model weights only (Trainer::save_checkpoint(path, true)).
   TORCH_ARG(bool, save_weights_only) = false;
+  /// Also write the best model's weights as <dirpath>/best.safetensors (rewritten whenever the
+  /// best changes; readable by Python's safetensors package, see docs/weights.md).
+  TORCH_ARG(bool, save_best_safetensors) = false;
   /// When fit throws, write <dirpath>/on_exception.ckpt (errors while writing are printed).
   TORCH_ARG(bool, save_on_exception) = false;
   /// Write `name=` before each value of the template.
@@ -133,6 +140,8 @@ class ModelCheckpoint : public Callback {
   void on_exception(Trainer&, Task&, const std::exception&) override;
 
  private:
+  torch::nn::Module* module_ = nullptr;  // the task's module (set at setup)
+  std::string safetensors_for_;          // best_model_path() when best.safetensors was written
   struct Candidates;
   using Clock = std::chrono::steady_clock;
 

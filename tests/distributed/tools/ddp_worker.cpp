@@ -179,7 +179,9 @@ int main(int argc, char** argv) {
     task.nan_step = nan_step;
     auto data = frugal::testing::make_toy_data(samples, features, classes, /*seed=*/3);
     frugal::TrainerOptions options = frugal::testing::quiet_options(root);
-    options.max_steps(max_steps)
+    options
+        .num_threads(1)  // as set above: one thread per rank
+        .max_steps(max_steps)
         .max_epochs(max_epochs)
         .accumulate_grad_batches(accumulate)
         .num_sanity_val_steps(0)

@@ -1,0 +1,100 @@
+// Predictions for Fashion-MNIST's test images with a trained model, written as CSV.
+//
+//   build/examples/fashion_mnist/fashion_mnist --model cnn --max-epochs 2   # writes checkpoints
+//   build/examples/predict/predict --model cnn \
+//       --weights frugal_logs/checkpoints/last.ckpt --out predictions.csv --top-k 3
+//   build/examples/predict/predict --torchscript model.pt --out predictions.csv
+//
+// One row per image: index, label (and its name), then top-k classes, names and probabilities.
+// The file is written atomically. Reading a folder of images comes with the image pipeline.
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "frugal/data/datasets/mnist.h"
+#include "frugal/deploy/predictor.h"
+#include "frugal/error.h"
+#include "frugal/loggers/logger.h"
+#include "frugal/models/small.h"
+
+namespace {
+
+const char* const kClassNames[] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                   "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
+torch::nn::Sequential make_model(const std::string& name) {
+  if (name == "cnn") return frugal::models::SmallCnn();
+  if (name == "cnn-bn") return frugal::models::SmallCnnBn();
+  if (name == "mlp") return frugal::models::Mlp();
+  FRUGAL_CHECK(false, "--model must be cnn, cnn-bn or mlp, got '", name, "'");
+  return nullptr;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Fashion-MNIST test-set predictions of a trained model, as CSV"};
+  std::string model = "cnn", weights, torchscript, out = "predictions.csv", precision = "32";
+  std::string data_dir = frugal::datasets::FashionMnist::kDefaultDir;
+  int64_t top_k = 3, batch_size = 256, limit = 0;
+  int num_threads = 0;
+  bool channels_last = false;
+  app.add_option("--model", model, "cnn, cnn-bn or mlp (with --weights)")->capture_default_str();
+  app.add_option("--weights", weights, "frugal checkpoint or torch::save archive of the model");
+  app.add_option("--torchscript", torchscript, "a TorchScript file instead of --model/--weights");
+  app.add_option("--data-dir", data_dir, "folder with the IDX files")->capture_default_str();
+  app.add_option("--out", out, "CSV file to write")->capture_default_str();
+  app.add_option("--top-k", top_k, "classes per image")->capture_default_str();
+  app.add_option("--batch-size", batch_size)->capture_default_str();
+  app.add_option("--limit", limit, "only the first n test images (0: all)");
+  app.add_option("--precision", precision, "32, bf16-mixed or 16-mixed")->capture_default_str();
+  app.add_flag("--channels-last", channels_last);
+  app.add_option("--num-threads", num_threads, "LibTorch intra-op threads (0: all cores)");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    FRUGAL_CHECK(weights.empty() != torchscript.empty(),
+                 "give exactly one of --weights and --torchscript");
+    FRUGAL_CHECK(limit >= 0, "--limit must be >= 0, got ", limit);
+    if (num_threads > 0) at::set_num_threads(num_threads);
+    auto options = frugal::PredictorOptions()
+                       .batch_size(batch_size)
+                       .precision(frugal::parse_precision(precision))
+                       .channels_last(channels_last);
+    frugal::Predictor predictor = torchscript.empty()
+                                      ? frugal::Predictor::load(make_model(model), weights, options)
+                                      : frugal::Predictor::load_torchscript(torchscript, options);
+    const auto data = frugal::datasets::FashionMnist::load(data_dir);
+    const frugal::datasets::Split& test = data.test();
+    const int64_t n = limit > 0 ? std::min(limit, test.images.size(0)) : test.images.size(0);
+    frugal::TensorLoader source(test.images.slice(0, 0, n), test.labels.slice(0, 0, n),
+                                frugal::TensorLoaderOptions(batch_size));
+    frugal::Predictions p = predictor.predict(source, top_k);
+
+    std::string csv = "index,label,label_name";
+    for (int64_t k = 1; k <= top_k; ++k) {
+      csv += fmt::format(",top{0},top{0}_name,top{0}_probability", k);
+    }
+    csv += "\n";
+    auto name = [](int64_t c) {
+      return c >= 0 && c < 10 ? std::string(kClassNames[c]) : std::to_string(c);
+    };
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t label = p.targets[i].item<int64_t>();
+      csv += fmt::format("{},{},{}", i, label, frugal::detail::csv_cell(name(label)));
+      for (int64_t k = 0; k < top_k; ++k) {
+        const int64_t c = p.top_indices[i][k].item<int64_t>();
+        csv += fmt::format(",{},{},{:.6f}", c, frugal::detail::csv_cell(name(c)),
+                           p.top_probabilities[i][k].item<float>());
+      }
+      csv += "\n";
+    }
+    frugal::detail::write_file_atomically(out, csv);
+    fmt::print("{} predictions written to {}; top-1 accuracy {:.4f}\n", n, out, p.accuracy());
+  } catch (const frugal::Error& e) {
+    fmt::print(stderr, "predict: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

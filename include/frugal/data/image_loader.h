@@ -1,0 +1,98 @@
+// ImageLoader: a BatchSource over image files (ImageFolder, a list file) and transforms, decoded
+// by a pool of threads straight into preallocated uint8 batch buffers, several batches ahead,
+// delivered in order.
+//
+//   frugal::ImageFolder folder("data/train");
+//   auto train = std::make_shared<frugal::ImageLoader>(folder.samples(),
+//       frugal::compose({std::make_shared<frugal::RandomResizedCrop>(224),
+//                        std::make_shared<frugal::RandomHorizontalFlip>()}),
+//       224, 224, frugal::ImageLoaderOptions(256).shuffle(true).seed(42));
+//   // batch.data: N x 3 x 224 x 224 uint8; normalize it where it lands:
+//   at::Tensor x = frugal::normalize_batch(batch.data, {0.485, 0.456, 0.406}, {0.229, 0.224,
+//   0.225});
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/arg.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "frugal/data/batch_source.h"
+#include "frugal/data/image.h"
+#include "frugal/data/image_folder.h"
+#include "frugal/data/transforms.h"
+
+namespace frugal {
+
+/// What a sample that cannot be read or decoded does.
+enum class OnBadSample {
+  kRaise,  ///< next() throws the error naming the file (default)
+  kSkip,   ///< a deterministic other sample takes its place (the epoch keeps its length), counted
+};
+
+struct ImageLoaderOptions {
+  /* implicit */ ImageLoaderOptions(int64_t batch_size = 64) : batch_size_(batch_size) {}
+  TORCH_ARG(int64_t, batch_size);
+  /// The epoch's order is a permutation drawn from (seed, epoch), as TensorLoader's.
+  TORCH_ARG(bool, shuffle) = false;
+  /// Seeds the shuffle and every sample's augmentation (SampleRng(seed, epoch, position)).
+  TORCH_ARG(uint64_t, seed) = 0;
+  TORCH_ARG(bool, drop_last) = false;
+  /// Pad shards to equal length (training); false for evaluation, as TensorLoader.
+  TORCH_ARG(bool, pad_shards) = true;
+  /// Decode threads; 0: the number of CPUs less one, at least 1.
+  TORCH_ARG(int64_t, threads) = 0;
+  /// Batches prepared ahead of the one being consumed (>= 1).
+  TORCH_ARG(int64_t, batches_ahead) = 3;
+  TORCH_ARG(ColorMode, color) = ColorMode::kRGB;
+  TORCH_ARG(OnBadSample, on_bad_sample) = OnBadSample::kRaise;
+};
+
+/// Batches of `N x C x height x width` uint8 images (C = 3, or 1 for ColorMode::kGray) and
+/// int64 labels. Every transformed image must be exactly height x width.
+///
+/// Sample `k` of the epoch's order (before sharding) is transformed with SampleRng(seed, epoch,
+/// k): the batches are the same whatever the number of threads, and start_epoch(e, skip)
+/// resumes exactly, without reading the skipped samples. A bad sample with OnBadSample::kSkip is
+/// replaced by the first readable sample among (i + 1), (i + 2), ... (mod N) of the data set,
+/// transformed with the bad one's randomness; bad_samples() counts them.
+///
+/// Buffers are reused: a batch the caller still holds when its buffer comes round again is
+/// left alone (a new buffer is allocated instead), so held batches never change.
+class ImageLoader : public BatchSource {
+ public:
+  ImageLoader(std::vector<ImageSample> samples, TransformPtr transform, int64_t height,
+              int64_t width, ImageLoaderOptions options = {});
+  ~ImageLoader() override;
+
+  int64_t num_batches() const override;
+  int64_t num_samples() const override;
+  void start_epoch(int64_t epoch, int64_t skip_batches = 0) override;
+  std::optional<Batch> next() override;
+  void set_device(c10::Device device) override;
+  void set_shard(int64_t rank, int64_t world_size) override;
+  std::string describe() const override;
+  bool set_batch_size(int64_t batch_size) override;
+
+  const ImageLoaderOptions& options() const { return options_; }
+  int64_t threads() const;
+  /// Samples replaced since construction (OnBadSample::kSkip).
+  int64_t bad_samples() const;
+  /// The dataset indices this rank sees in `epoch`, in order (after padding and drop_last).
+  std::vector<int64_t> epoch_indices(int64_t epoch) const;
+
+ private:
+  struct Impl;
+  ImageLoaderOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// (x / 255 - mean) / std per channel, on `batch`'s device, as float32: torchvision's
+/// ToTensor + Normalize, done after the uint8 batch has arrived.
+at::Tensor normalize_batch(const at::Tensor& batch, const std::vector<double>& mean,
+                           const std::vector<double>& std);
+
+}  // namespace frugal

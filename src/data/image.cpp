@@ -1,0 +1,298 @@
+// JPEG (libjpeg-turbo, libjpeg API) and PNG (libpng) decoding to PIL's convert("RGB"/"L") pixels.
+#include "frugal/data/image.h"
+
+#include <ATen/ATen.h>
+#ifdef FRUGAL_WITH_IMAGE_CODECS
+#include <jpeglib.h>
+// jpeglib.h first: jerror.h needs its types.
+#include <jerror.h>
+#include <png.h>
+#endif
+
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+
+#include "frugal/error.h"
+
+namespace frugal {
+
+at::Tensor Image::to_tensor() const {
+  at::Tensor out = at::empty({height, width, channels}, at::kByte);
+  if (!pixels.empty()) std::memcpy(out.data_ptr<uint8_t>(), pixels.data(), pixels.size());
+  return out;
+}
+
+ImageFormat detect_image_format(const uint8_t* d, size_t n) {
+  if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) return ImageFormat::kJpeg;
+  if (n >= 8 && std::memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0) return ImageFormat::kPng;
+  if (n >= 12 && std::memcmp(d, "RIFF", 4) == 0 && std::memcmp(d + 8, "WEBP", 4) == 0) {
+    return ImageFormat::kWebp;
+  }
+  if (n >= 2 && d[0] == 'B' && d[1] == 'M') return ImageFormat::kBmp;
+  if (n >= 4 && (std::memcmp(d, "II*\0", 4) == 0 || std::memcmp(d, "MM\0*", 4) == 0)) {
+    return ImageFormat::kTiff;
+  }
+  if (n >= 2 && d[0] == 'P' && d[1] >= '1' && d[1] <= '6') return ImageFormat::kPnm;
+  if (n >= 4 && std::memcmp(d, "GIF8", 4) == 0) return ImageFormat::kGif;
+  return ImageFormat::kUnknown;
+}
+
+const char* image_format_name(ImageFormat format) {
+  switch (format) {
+    case ImageFormat::kJpeg:
+      return "JPEG";
+    case ImageFormat::kPng:
+      return "PNG";
+    case ImageFormat::kWebp:
+      return "WebP";
+    case ImageFormat::kBmp:
+      return "BMP";
+    case ImageFormat::kTiff:
+      return "TIFF";
+    case ImageFormat::kPnm:
+      return "PPM/PGM";
+    case ImageFormat::kGif:
+      return "GIF";
+    case ImageFormat::kUnknown:
+      break;
+  }
+  return "unknown";
+}
+
+namespace {
+#ifdef FRUGAL_WITH_IMAGE_CODECS
+
+// PIL's RGB -> L (Convert.c, L24): ITU-R 601-2 luma in 16-bit fixed point, rounded.
+inline uint8_t luma(uint8_t r, uint8_t g, uint8_t b) {
+  return static_cast<uint8_t>((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16);
+}
+
+// PIL's CMYK -> RGB (Convert.c, cmyk2rgb) on PIL's CMYK values.
+inline uint8_t muldiv255(int a, int b) {
+  const int tmp = a * b + 128;
+  return static_cast<uint8_t>(((tmp >> 8) + tmp) >> 8);
+}
+
+// Converts `rgb` (3 channels) to one channel in place when `mode` asks for it.
+void finish(Image* image, ColorMode mode) {
+  if (mode != ColorMode::kGray || image->channels == 1) return;
+  const size_t n = static_cast<size_t>(image->height * image->width);
+  uint8_t* p = image->pixels.data();
+  for (size_t i = 0; i < n; ++i) p[i] = luma(p[3 * i], p[3 * i + 1], p[3 * i + 2]);
+  image->pixels.resize(n);
+  image->channels = 1;
+}
+
+// ---- JPEG ----
+struct JpegError {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX] = {0};
+  bool truncated = false;
+};
+
+void jpeg_error_exit(j_common_ptr cinfo) {
+  auto* err = reinterpret_cast<JpegError*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, err->message);
+  std::longjmp(err->jump, 1);
+}
+
+void jpeg_emit_message(j_common_ptr cinfo, int level) {
+  auto* err = reinterpret_cast<JpegError*>(cinfo->err);
+  // A premature end of data makes libjpeg pad the image with grey; PIL refuses such a file
+  // ("image file is truncated"), and so do we. Other warnings are ignored, as PIL does.
+  if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
+    err->truncated = true;
+    (*cinfo->err->format_message)(cinfo, err->message);
+  }
+}
+
+Image decode_jpeg(const uint8_t* data, size_t size, ColorMode mode, const std::string& name) {
+  jpeg_decompress_struct cinfo;
+  JpegError err;
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_error_exit;
+  err.mgr.emit_message = jpeg_emit_message;
+  Image image;
+  std::vector<uint8_t> row;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    throw Error(detail::concat("cannot decode '", name, "' (JPEG): ", err.message));
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+  const bool gray = cinfo.jpeg_color_space == JCS_GRAYSCALE;
+  if (cmyk) {
+    cinfo.out_color_space = JCS_CMYK;
+  } else if (gray) {
+    cinfo.out_color_space = JCS_GRAYSCALE;
+  } else {
+    cinfo.out_color_space = JCS_RGB;
+  }
+  jpeg_start_decompress(&cinfo);
+  const int64_t w = cinfo.output_width, h = cinfo.output_height;
+  const int comps = cinfo.output_components;
+  image.height = h;
+  image.width = w;
+  image.channels = (gray && mode == ColorMode::kGray) ? 1 : 3;
+  image.pixels.resize(static_cast<size_t>(h * w * image.channels));
+  row.resize(static_cast<size_t>(w * comps));
+  while (cinfo.output_scanline < cinfo.output_height) {
+    const int64_t y = cinfo.output_scanline;
+    uint8_t* out = image.pixels.data() + y * w * image.channels;
+    JSAMPROW rows[1] = {image.channels == comps ? out : row.data()};
+    jpeg_read_scanlines(&cinfo, rows, 1);
+    if (err.truncated) break;
+    if (gray && image.channels == 3) {
+      for (int64_t x = 0; x < w; ++x) out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = row[x];
+    } else if (cmyk) {
+      // PIL reads CMYK JPEGs as Adobe writes them (inverted: rawmode "CMYK;I"), then cmyk2rgb.
+      for (int64_t x = 0; x < w; ++x) {
+        const uint8_t* p = row.data() + 4 * x;
+        const int nk = p[3];  // 255 - k, with k = 255 - p[3]
+        for (int c = 0; c < 3; ++c) {
+          const int v = 255 - p[c];
+          out[3 * x + c] = static_cast<uint8_t>(std::max(0, nk - muldiv255(v, nk)));
+        }
+      }
+    }
+  }
+  if (err.truncated) {
+    jpeg_destroy_decompress(&cinfo);
+    throw Error(detail::concat("cannot decode '", name, "' (JPEG): the file is truncated (",
+                               err.message, ")"));
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  finish(&image, mode);
+  return image;
+}
+
+// ---- PNG ----
+struct PngReader {
+  const uint8_t* data;
+  size_t size;
+  size_t offset;
+  char message[256] = {0};
+};
+
+void png_read_memory(png_structp png, png_bytep out, png_size_t length) {
+  auto* reader = static_cast<PngReader*>(png_get_io_ptr(png));
+  if (length > reader->size - reader->offset) {
+    std::snprintf(reader->message, sizeof(reader->message), "the file is truncated");
+    png_longjmp(png, 1);
+  }
+  std::memcpy(out, reader->data + reader->offset, length);
+  reader->offset += length;
+}
+
+void png_error_fn(png_structp png, png_const_charp message) {
+  auto* reader = static_cast<PngReader*>(png_get_error_ptr(png));
+  std::snprintf(reader->message, sizeof(reader->message), "%s", message);
+  png_longjmp(png, 1);
+}
+
+void png_warning_fn(png_structp, png_const_charp) {}
+
+Image decode_png(const uint8_t* data, size_t size, ColorMode mode, const std::string& name) {
+  PngReader reader{data, size, 0};
+  png_structp png =
+      png_create_read_struct(PNG_LIBPNG_VER_STRING, &reader, png_error_fn, png_warning_fn);
+  FRUGAL_CHECK(png != nullptr, "cannot decode '", name, "' (PNG): out of memory");
+  png_infop info = png_create_info_struct(png);
+  Image image;
+  std::vector<png_bytep> rows;
+  std::vector<uint8_t> buffer;
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    throw Error(detail::concat("cannot decode '", name, "' (PNG): ", reader.message));
+  }
+  png_set_read_fn(png, &reader, png_read_memory);
+  // CRC errors in ancillary chunks are errors too: PIL checks every CRC.
+  png_set_crc_action(png, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
+  png_read_info(png, info);
+  const png_uint_32 w = png_get_image_width(png, info);
+  const png_uint_32 h = png_get_image_height(png, info);
+  const int color = png_get_color_type(png, info);
+  const int depth = png_get_bit_depth(png, info);
+  if (depth == 16) png_set_strip_16(png);  // PIL keeps the high byte ("RGB;16B")
+  if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+  if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+  if (depth < 8) png_set_packing(png);
+  // Alpha (and a palette's tRNS, which the expansion turns into alpha) is dropped, not composited.
+  if ((color & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS)) {
+    png_set_strip_alpha(png);
+  }
+  const bool gray_source = (color & ~PNG_COLOR_MASK_ALPHA) == PNG_COLOR_TYPE_GRAY;
+  if (gray_source && mode == ColorMode::kRGB) png_set_gray_to_rgb(png);
+  png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  const int channels = png_get_channels(png, info);
+  image.height = h;
+  image.width = w;
+  image.channels = channels;
+  image.pixels.resize(static_cast<size_t>(h) * w * channels);
+  rows.resize(h);
+  for (png_uint_32 y = 0; y < h; ++y) rows[y] = image.pixels.data() + size_t(y) * w * channels;
+  png_read_image(png, rows.data());
+  png_read_end(png, nullptr);
+  png_destroy_read_struct(&png, &info, nullptr);
+  finish(&image, mode);
+  return image;
+}
+
+#else
+[[noreturn]] void no_codecs(const std::string& name, const char* format) {
+  throw Error(detail::concat("cannot decode '", name, "' (", format,
+                             "): frugal was built without libjpeg/libpng (install "
+                             "libjpeg62-turbo-dev and libpng-dev and rebuild)"));
+}
+Image decode_jpeg(const uint8_t*, size_t, ColorMode, const std::string& name) {
+  no_codecs(name, "JPEG");
+}
+Image decode_png(const uint8_t*, size_t, ColorMode, const std::string& name) {
+  no_codecs(name, "PNG");
+}
+#endif
+}  // namespace
+
+Image decode_image(const uint8_t* data, size_t size, ColorMode mode, const std::string& name) {
+  FRUGAL_CHECK(size > 0, "cannot decode '", name, "': the file is empty");
+  const ImageFormat format = detect_image_format(data, size);
+  switch (format) {
+    case ImageFormat::kJpeg:
+      return decode_jpeg(data, size, mode, name);
+    case ImageFormat::kPng:
+      return decode_png(data, size, mode, name);
+    case ImageFormat::kUnknown:
+      throw Error(detail::concat("cannot decode '", name,
+                                 "': not an image file (its first bytes match no known format)"));
+    default:
+      throw Error(detail::concat("cannot decode '", name, "': ", image_format_name(format),
+                                 " is not supported (frugal decodes JPEG and PNG)"));
+  }
+}
+
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  FRUGAL_CHECK(in.good(), "cannot read '", path, "': no such file or not readable");
+  const std::streamoff size = in.tellg();
+  FRUGAL_CHECK(size >= 0, "cannot read '", path, "': not a regular file");
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  in.seekg(0);
+  if (size > 0) in.read(reinterpret_cast<char*>(bytes.data()), size);
+  FRUGAL_CHECK(in.good(), "cannot read '", path, "': read error");
+  return bytes;
+}
+
+Image read_image(const std::string& path, ColorMode mode) {
+  const std::vector<uint8_t> bytes = read_file_bytes(path);
+  return decode_image(bytes.data(), bytes.size(), mode, path);
+}
+
+}  // namespace frugal
