@@ -12,7 +12,8 @@ namespace {
 
 // Layout in viewBox units; the SVG scales to its container.
 constexpr double kWidth = 640, kHeight = 320;
-constexpr double kLeft = 64, kRight = 16, kTop = 32, kBottom = 48;
+// The title, then a band for the legend (so it never hides a line), then the plot.
+constexpr double kLeft = 64, kRight = 16, kTop = 44, kBottom = 48;
 constexpr double kPlotW = kWidth - kLeft - kRight, kPlotH = kHeight - kTop - kBottom;
 
 // Colour-blind-safe palette (Okabe-Ito).
@@ -81,7 +82,7 @@ Frame frame_of(const Chart& chart) {
 
 std::string open_svg(const Chart& chart, const std::string& kind) {
   return fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart {}\" viewBox=\"0 0 {} {}\" "
+      "<svg class=\"chart {}\" viewBox=\"0 0 {} {}\" "
       "width=\"100%\" role=\"img\" aria-label=\"{}\" data-title=\"{}\">\n"
       "<title>{}</title>\n"
       "<text class=\"chart-title\" x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"15\" "
@@ -94,7 +95,7 @@ std::string axes(const Chart& chart, const Frame& f) {
   std::string out = fmt::format(
       "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#888\"/>\n", kLeft,
       kTop, kPlotW, kPlotH);
-  for (double t : nice_ticks(f.x.lo, f.x.hi)) {
+  for (double t : nice_ticks(f.x.lo, f.x.hi, 5, chart.integer_x ? 1.0 : 0.0)) {
     if (t < f.x.lo - 1e-9 || t > f.x.hi + 1e-9) continue;
     out += fmt::format(
         "<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#ddd\"/>"
@@ -133,11 +134,16 @@ std::string ref_lines(const Chart& chart, const Frame& f) {
   std::string out;
   for (const auto& l : chart.lines) {
     if (l.vertical) {
+      const bool right_half = f.tx(l.value) > kLeft + kPlotW * 0.75;
       out += fmt::format(
           "<g class=\"ref vertical\" data-label=\"{0}\"><line x1=\"{1:.1f}\" y1=\"{2}\" "
           "x2=\"{1:.1f}\" y2=\"{3}\" stroke=\"#555\" stroke-dasharray=\"4 3\"/>"
-          "<text x=\"{4:.1f}\" y=\"{5}\" font-size=\"10\" fill=\"#555\">{0}</text></g>\n",
-          xml_escape(l.label), f.tx(l.value), kTop, kTop + kPlotH, f.tx(l.value) + 3, kTop + 10);
+          "<text x=\"{4:.1f}\" y=\"{5}\" text-anchor=\"{6}\" font-size=\"10\" "
+          "fill=\"#555\">{0}</text></g>\n",
+          xml_escape(l.label), f.tx(l.value), kTop, kTop + kPlotH,
+          // Near the right edge the label goes to the line's left, inside the plot.
+          right_half ? f.tx(l.value) - 3 : f.tx(l.value) + 3, kTop + 10,
+          right_half ? "end" : "start");
     } else {
       out += fmt::format(
           "<g class=\"ref horizontal\" data-label=\"{0}\"><line x1=\"{1}\" y1=\"{2:.1f}\" "
@@ -153,13 +159,13 @@ std::string ref_lines(const Chart& chart, const Frame& f) {
 
 std::string legend(const Chart& chart) {
   std::string out = "<g class=\"legend\">";
-  double x = kLeft + 6;
+  double x = kLeft;
   for (size_t i = 0; i < chart.series.size(); ++i) {
     out += fmt::format(
         "<rect x=\"{0:.1f}\" y=\"{1}\" width=\"10\" height=\"10\" fill=\"{2}\"/><text "
         "x=\"{3:.1f}\" "
         "y=\"{4}\" font-size=\"11\">{5}</text>",
-        x, kTop + 4, colour(i), x + 13, kTop + 13, xml_escape(chart.series[i].name));
+        x, kTop - 14, colour(i), x + 13, kTop - 5, xml_escape(chart.series[i].name));
     x += 24 + 6.2 * static_cast<double>(chart.series[i].name.size());
   }
   return out + "</g>\n";
@@ -190,9 +196,9 @@ std::string xml_escape(const std::string& text) {
   return out;
 }
 
-std::vector<double> nice_ticks(double lo, double hi, int count) {
+std::vector<double> nice_ticks(double lo, double hi, int count, double min_step) {
   if (!(hi > lo)) return {lo};
-  const double raw = (hi - lo) / std::max(count, 1);
+  const double raw = std::max((hi - lo) / std::max(count, 1), min_step);
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
   double step = mag;
   for (double m : {1.0, 2.0, 5.0, 10.0}) {

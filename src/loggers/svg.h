@@ -34,6 +34,8 @@ struct Chart {
   /// Scatter charts label every point (e.g. a candidate's name), in Series order.
   std::vector<std::vector<std::string>> point_labels;
   bool log_y = false;
+  /// x takes whole numbers only (epochs): ticks at integers.
+  bool integer_x = false;
 };
 
 /// Line chart: each series a polyline with a legend entry.
@@ -41,8 +43,9 @@ std::string line_chart(const Chart& chart);
 /// Scatter chart: each series a set of dots, optionally labelled.
 std::string scatter_chart(const Chart& chart);
 
-/// "nice" axis ticks covering [lo, hi]: 1, 2 or 5 times a power of ten, about `count` of them.
-std::vector<double> nice_ticks(double lo, double hi, int count = 5);
+/// "nice" axis ticks covering [lo, hi]: 1, 2 or 5 times a power of ten, about `count` of them,
+/// at least `min_step` apart (1: integers only).
+std::vector<double> nice_ticks(double lo, double hi, int count = 5, double min_step = 0);
 /// Text for XML (&, <, >, " escaped).
 std::string xml_escape(const std::string& text);
 
