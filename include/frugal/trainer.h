@@ -283,6 +283,9 @@ class Trainer {
   TrainerOptions options_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   std::vector<std::shared_ptr<Logger>> loggers_;
+  // report.html beside the CSV logs at the end of fit (run report, docs/logging.md); `failure`:
+  // the error that ended a failed fit.
+  void write_fit_report(const std::string& failure = "");
   TrainerState state_;
   Metrics metrics_;
   c10::Device device_{c10::kCPU};

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "frugal/budget/trials.h"
 #include "frugal/error.h"
 #include "frugal/loggers/logger.h"
 #include "frugal/version.h"
@@ -83,8 +84,11 @@ std::vector<std::pair<std::string, std::string>> parse_flat_yaml(const std::stri
   };
   std::vector<std::pair<std::string, std::string>> rows;
   std::istringstream in(text);
+  int64_t number = 0;
   for (std::string line; std::getline(in, line);) {
-    if (line.empty() || line[0] == '#') continue;
+    ++number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos || line[0] == '#') continue;
     // The separator is the first ": " outside a quoted key.
     size_t sep = std::string::npos;
     if (line[0] == '"') {
@@ -93,7 +97,8 @@ std::vector<std::pair<std::string, std::string>> parse_flat_yaml(const std::stri
     } else {
       sep = line.find(": ");
     }
-    if (sep == std::string::npos) continue;
+    FRUGAL_CHECK(sep != std::string::npos, "line ", number,
+                 ": expected 'key: value' (a flat map, as CSVLogger writes), got '", line, "'");
     rows.emplace_back(unquote(line.substr(0, sep)), unquote(line.substr(sep + 2)));
   }
   return rows;
@@ -105,13 +110,13 @@ namespace {
 
 std::string esc(const std::string& s) { return svg::xml_escape(s); }
 
-struct Metrics {
+struct MetricTable {
   std::vector<std::string> names;  // metric columns (not epoch, step), in file order
   std::vector<int64_t> step, epoch;
   std::map<std::string, std::vector<double>> values;  // NaN where a row has no value
 };
 
-Metrics read_metrics(const std::string& csv) {
+MetricTable read_metrics(const std::string& csv) {
   const auto rows = detail::parse_csv(csv);
   FRUGAL_CHECK(!rows.empty(),
                "run report: metrics.csv is empty (expected a header 'epoch,step,...')");
@@ -119,7 +124,7 @@ Metrics read_metrics(const std::string& csv) {
   FRUGAL_CHECK(header.size() >= 2 && header[0] == "epoch" && header[1] == "step",
                "run report: metrics.csv must start with the columns 'epoch,step', got '",
                header.empty() ? "" : header[0], "'");
-  Metrics m;
+  MetricTable m;
   for (size_t c = 2; c < header.size(); ++c) m.names.push_back(header[c]);
   for (size_t r = 1; r < rows.size(); ++r) {
     const auto& row = rows[r];
@@ -136,10 +141,10 @@ Metrics read_metrics(const std::string& csv) {
     for (size_t c = 2; c < row.size(); ++c) {
       double v = std::nan("");
       if (!row[c].empty()) {
-        try {
-          v = std::stod(row[c]);
-        } catch (const std::exception&) {
-        }
+        char* end = nullptr;
+        v = std::strtod(row[c].c_str(), &end);
+        FRUGAL_CHECK(end && *end == '\0', "run report: metrics.csv row ", r + 1, ", column '",
+                     header[c], "': '", row[c], "' is not a number");
       }
       m.values[header[c]].push_back(v);
     }
@@ -166,7 +171,7 @@ std::string group_of(const std::string& name) {
   return "other";
 }
 
-svg::Series by_step(const Metrics& m, const std::string& name) {
+svg::Series by_step(const MetricTable& m, const std::string& name) {
   svg::Series s{name, {}};
   const auto& v = m.values.at(name);
   for (size_t i = 0; i < v.size(); ++i) {
@@ -176,7 +181,7 @@ svg::Series by_step(const Metrics& m, const std::string& name) {
 }
 
 // The last value of each epoch.
-svg::Series by_epoch(const Metrics& m, const std::string& name) {
+svg::Series by_epoch(const MetricTable& m, const std::string& name) {
   std::map<int64_t, double> last;
   const auto& v = m.values.at(name);
   for (size_t i = 0; i < v.size(); ++i) {
@@ -207,10 +212,24 @@ table{border-collapse:collapse;width:100%;margin:.5em 0;font-size:.9em}
 caption{text-align:left;font-weight:bold;padding:.3em 0}
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top;word-break:break-word}
 th{background:#f4f4f4;width:40%}
+.wide{overflow-x:auto}.trials th{width:auto}.trials tr.out td{color:#666}
+.best{padding:.5em;background:#e8f4ea;border-left:4px solid #009e73}
 .stop{padding:.5em;background:#fff4e5;border-left:4px solid #e69f00}
 @media print{body{max-width:none;padding:0}.charts{display:block}figure{margin:0 0 8px;
 page-break-inside:avoid}a{color:inherit;text-decoration:none}}
 )CSS";
+
+// The page up to its <h1>: no script, and a Content-Security-Policy that lets the page load
+// nothing at all (only its inline style), so it works offline and leaks nothing when opened.
+std::string page_head(const std::string& title) {
+  return fmt::format(
+      "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+      "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src "
+      "'unsafe-inline'\">\n<title>{0}</title>\n<style>{1}</style>\n</head>\n<body>\n<h1>{0}</h1>\n",
+      esc(title), kStyle);
+}
+const char* const kPageEnd = "</body>\n</html>\n";
 
 }  // namespace
 
@@ -241,7 +260,7 @@ std::vector<std::pair<std::string, std::string>> report_environment() {
 std::string render_run_report(const std::string& metrics_csv,
                               const std::vector<std::pair<std::string, std::string>>& hparams,
                               const RunReportInfo& info) {
-  const Metrics m = read_metrics(metrics_csv);
+  const MetricTable m = read_metrics(metrics_csv);
   std::map<std::string, std::vector<std::string>> groups;
   for (const auto& name : m.names) groups[group_of(name)].push_back(name);
 
@@ -268,6 +287,7 @@ std::string render_run_report(const std::string& metrics_csv,
     svg::Chart c;
     c.title = title;
     c.x_label = "epoch";
+    c.integer_x = true;
     c.y_label = y_label;
     for (const auto& name : groups[group]) {
       auto s = by_epoch(m, name);
@@ -310,21 +330,19 @@ std::string render_run_report(const std::string& metrics_csv,
   for (const auto& [step, label] : info.marks)
     run_rows.emplace_back(fmt::format("Step {}", step), label);
 
-  std::string html = fmt::format(
-      "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-      "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src "
-      "'unsafe-inline'\">\n<title>{0}</title>\n<style>{1}</style>\n</head>\n<body>\n<h1>{0}</h1>\n",
-      esc(info.title), kStyle);
+  std::string html = page_head(info.title);
   if (!info.stop_reason.empty()) {
     html += fmt::format("<p class=\"stop\">Stopped: {}</p>\n", esc(info.stop_reason));
   }
   html += "<h2>Plots</h2>\n<div class=\"charts\">\n" + charts + "</div>\n";
   html += "<h2>Run</h2>\n" + table("Run", run_rows) + table("Final metrics", finals);
   if (!info.environment.empty()) html += table("Environment", info.environment);
-  html += table("Configuration", hparams);
-  html += "</body>\n</html>\n";
-  return html;
+  if (hparams.empty()) {
+    html += "<p>No configuration was logged (no hparams.yaml).</p>\n";
+  } else {
+    html += table("Configuration", hparams);
+  }
+  return html + kPageEnd;
 }
 
 std::string write_run_report(const std::string& dir, const RunReportInfo& info) {
@@ -333,10 +351,15 @@ std::string write_run_report(const std::string& dir, const RunReportInfo& info) 
   FRUGAL_CHECK(in, "run report: cannot read '", csv, "' (a CSVLogger's folder holds one)");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   std::vector<std::pair<std::string, std::string>> hparams;
-  std::ifstream yaml((fs::path(dir) / "hparams.yaml").string(), std::ios::binary);
+  const std::string yaml_path = (fs::path(dir) / "hparams.yaml").string();
+  std::ifstream yaml(yaml_path, std::ios::binary);
   if (yaml) {
-    hparams = detail::parse_flat_yaml(
-        std::string((std::istreambuf_iterator<char>(yaml)), std::istreambuf_iterator<char>()));
+    try {
+      hparams = detail::parse_flat_yaml(
+          std::string((std::istreambuf_iterator<char>(yaml)), std::istreambuf_iterator<char>()));
+    } catch (const Error& e) {
+      throw Error(fmt::format("run report: '{}' {}", yaml_path, e.what()));
+    }
   }
   std::string html;
   try {
@@ -347,6 +370,99 @@ std::string write_run_report(const std::string& dir, const RunReportInfo& info) 
   const std::string path = (fs::path(dir) / "report.html").string();
   detail::write_file_atomically(path, html);
   return path;
+}
+
+// ---- the planner's page ----
+
+namespace {
+
+std::string cell_or_dash(double v, const char* format) {
+  return std::isfinite(v) ? fmt::format(fmt::runtime(format), v) : std::string("-");
+}
+
+}  // namespace
+
+std::string render_trials_report(const TrialsReport& report) {
+  constexpr double kMiB = 1024.0 * 1024.0;
+  const TrialsOptions& o = report.options;
+  // One series per status, points labelled with their table row (1-based).
+  svg::Chart by_time, by_memory;
+  by_time.title = "Accuracy against time per epoch";
+  by_time.x_label = fmt::format("estimated seconds per epoch over all {} training samples",
+                                report.full_train_samples);
+  by_memory.title = "Accuracy against peak memory";
+  by_memory.x_label = report.device.rfind("cuda", 0) == 0 ? "peak reserved CUDA memory (MiB)"
+                                                          : "peak RSS growth (MiB)";
+  by_time.y_label = by_memory.y_label = o.accuracy_metric();
+  for (auto status : {TrialResult::Status::kRanked, TrialResult::Status::kOverLimit,
+                      TrialResult::Status::kFailed}) {
+    svg::Series time_series{to_string(status), {}}, memory_series{to_string(status), {}};
+    std::vector<std::string> time_labels, memory_labels;
+    for (size_t i = 0; i < report.results.size(); ++i) {
+      const TrialResult& r = report.results[i];
+      if (r.status != status || !std::isfinite(r.val_acc)) continue;
+      if (std::isfinite(r.full_epoch_seconds)) {
+        time_series.points.emplace_back(r.full_epoch_seconds, r.val_acc);
+        time_labels.push_back(std::to_string(i + 1));
+      }
+      if (r.peak_bytes >= 0) {
+        memory_series.points.emplace_back(static_cast<double>(r.peak_bytes) / kMiB, r.val_acc);
+        memory_labels.push_back(std::to_string(i + 1));
+      }
+    }
+    if (!time_series.points.empty()) {
+      by_time.series.push_back(std::move(time_series));
+      by_time.point_labels.push_back(std::move(time_labels));
+    }
+    if (!memory_series.points.empty()) {
+      by_memory.series.push_back(std::move(memory_series));
+      by_memory.point_labels.push_back(std::move(memory_labels));
+    }
+  }
+  if (o.max_epoch_seconds() > 0) by_time.lines.push_back({"limit", o.max_epoch_seconds(), true});
+  if (o.max_memory_bytes() > 0) {
+    by_memory.lines.push_back({"budget", o.max_memory_bytes() / kMiB, true});
+  }
+
+  std::string html = page_head("frugal plan: " + std::to_string(report.results.size()) +
+                               " candidates on " + report.device);
+  html += fmt::format(
+      "<p>Each candidate trained {} epoch{} on {} of {} training samples (seed {}) and was "
+      "validated on {} samples. Memory budget: {}; epoch time limit: {}. Score weights: memory "
+      "{:g}, speed {:g}, accuracy {:g}.</p>\n",
+      o.epochs(), o.epochs() == 1 ? "" : "s", report.train_samples, report.full_train_samples,
+      o.seed(), report.val_samples,
+      o.max_memory_bytes() > 0 ? fmt::format("{:.1f} MiB", o.max_memory_bytes() / kMiB) : "none",
+      o.max_epoch_seconds() > 0 ? fmt::format("{:g} s", o.max_epoch_seconds()) : "none",
+      o.weight_memory(), o.weight_speed(), o.weight_accuracy());
+  if (const TrialResult* best = report.best()) {
+    html += fmt::format("<p class=\"best\">Best: {}</p>\n", esc(best->config.describe()));
+  } else {
+    html += "<p class=\"stop\">No candidate ran within the limits.</p>\n";
+  }
+  html += "<h2>Plots</h2>\n<div class=\"charts\">\n<figure>" + svg::scatter_chart(by_time) +
+          "</figure>\n<figure>" + svg::scatter_chart(by_memory) + "</figure>\n</div>\n";
+  html +=
+      "<h2>Candidates</h2>\n<div class=\"wide\"><table class=\"trials\"><caption>In rank order, "
+      "then those over a limit, then the failed ones</caption>\n<tr><th>#</th><th>rank</th>"
+      "<th>candidate</th><th>peak MiB</th><th>samples/s</th><th>full epoch s</th>"
+      "<th>val acc</th><th>val loss</th><th>score</th><th>status</th></tr>\n";
+  for (size_t i = 0; i < report.results.size(); ++i) {
+    const TrialResult& r = report.results[i];
+    std::string status = to_string(r.status);
+    if (!r.reason.empty()) status += ": " + r.reason;
+    html += fmt::format(
+        "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+        "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+        r.status == TrialResult::Status::kRanked ? "ranked" : "out", i + 1,
+        r.rank > 0 ? std::to_string(r.rank) : "-", esc(r.config.describe()),
+        r.peak_bytes >= 0 ? fmt::format("{:.1f}", static_cast<double>(r.peak_bytes) / kMiB) : "-",
+        cell_or_dash(r.samples_per_second, "{:.0f}"), cell_or_dash(r.full_epoch_seconds, "{:.1f}"),
+        cell_or_dash(r.val_acc, "{:.4f}"), cell_or_dash(r.val_loss, "{:.4f}"),
+        cell_or_dash(r.score, "{:.3f}"), esc(status));
+  }
+  html += "</table></div>\n";
+  return html + kPageEnd;
 }
 
 }  // namespace frugal

@@ -24,6 +24,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "distributed/data_parallel.h"
 #include "frugal/error.h"
 
 namespace frugal {
@@ -404,6 +405,27 @@ void TensorBoardLogger::finalize(const std::string& status) {
   event.message_field(5, summary);
   add_event(event.str());
   flush();
+}
+
+std::vector<std::shared_ptr<Logger>> make_file_loggers(const std::string& which,
+                                                       const std::string& save_dir) {
+  FRUGAL_CHECK(which == "csv" || which == "tensorboard" || which == "both" || which == "none",
+               "logger must be csv, tensorboard, both or none, got '", which, "'");
+  std::vector<std::shared_ptr<Logger>> loggers;
+  // Only rank 0 writes logs (as the Trainer, which drops the loggers of the other ranks): made on
+  // every rank, the loggers would create a folder and an event file per rank.
+  if (const auto env = detail::read_distributed_env(); env && env->rank != 0) return loggers;
+  int64_t version = -1;
+  if (which == "csv" || which == "both") {
+    auto csv = std::make_shared<CSVLogger>(CSVLoggerOptions(save_dir));
+    version = csv->version();
+    loggers.push_back(std::move(csv));
+  }
+  if (which == "tensorboard" || which == "both") {
+    loggers.push_back(
+        std::make_shared<TensorBoardLogger>(TensorBoardLoggerOptions(save_dir).version(version)));
+  }
+  return loggers;
 }
 
 }  // namespace frugal

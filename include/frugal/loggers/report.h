@@ -10,6 +10,8 @@
 
 namespace frugal {
 
+struct TrialsReport;
+
 struct RunReportInfo {
   std::string title = "frugal run";
   /// Why training stopped ("" when it ran to max_epochs / max_steps or is unknown).
@@ -36,6 +38,12 @@ std::string render_run_report(const std::string& metrics_csv,
 /// atomically and returns its path. Throws frugal::Error naming the file when metrics.csv is
 /// missing or malformed.
 std::string write_run_report(const std::string& dir, const RunReportInfo& info = {});
+
+/// The planner's page (`examples/plan` writes it as plan/report.html): accuracy against the
+/// estimated seconds of a full epoch and against peak memory for every candidate that ran (scatter
+/// charts, the limits as lines), and the table in rank order with the reasons candidates were left
+/// out. Points are labelled with their row number in the table.
+std::string render_trials_report(const TrialsReport& report);
 
 namespace detail {
 /// RFC 4180 rows (quoted cells, doubled quotes, line breaks inside quotes).

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,14 @@ class TensorBoardLogger : public Logger {
   std::vector<std::string> metric_tags_;  // in order of first appearance
   bool finalized_ = false;
 };
+
+/// The file loggers of `which` ("csv", "tensorboard", "both" or "none"; the examples' --logger)
+/// under save_dir/frugal_logs/version_N, sharing one version folder: CSV first. Throws
+/// frugal::Error naming the value and what is allowed, before creating anything. On a rank other
+/// than 0 of a data-parallel launch (RANK, or SLURM_PROCID) it returns none: only rank 0 writes
+/// logs. The Trainer's default loggers are make_file_loggers("both", default_root_dir).
+std::vector<std::shared_ptr<Logger>> make_file_loggers(const std::string& which,
+                                                       const std::string& save_dir);
 
 namespace detail {
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as TFRecord uses: crc32c("123456789")
