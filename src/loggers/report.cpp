@@ -213,6 +213,8 @@ caption{text-align:left;font-weight:bold;padding:.3em 0}
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top;word-break:break-word}
 th{background:#f4f4f4;width:40%}
 .wide{overflow-x:auto}.trials th{width:auto}.trials tr.out td{color:#666}
+.trials th,.trials td{word-break:normal;white-space:nowrap}
+.trials td:nth-child(3),.trials td:last-child{white-space:normal;min-width:10em}
 .best{padding:.5em;background:#e8f4ea;border-left:4px solid #009e73}
 .stop{padding:.5em;background:#fff4e5;border-left:4px solid #e69f00}
 @media print{body{max-width:none;padding:0}.charts{display:block}figure{margin:0 0 8px;

@@ -59,7 +59,9 @@ struct Frame {
   }
 };
 
-Frame frame_of(const Chart& chart) {
+// `pad`: a margin of that share of the range on each side, so that dots (scatter charts) at the
+// extremes are drawn whole inside the plot.
+Frame frame_of(const Chart& chart, double pad = 0.0) {
   Frame f;
   f.log_y = chart.log_y;
   for (const auto& s : chart.series) {
@@ -72,6 +74,12 @@ Frame frame_of(const Chart& chart) {
   for (const auto& l : chart.lines) (l.vertical ? f.x : f.y).add(l.value);
   f.x.settle();
   f.y.settle();
+  for (Range* r : {&f.x, &f.y}) {
+    if (r == &f.y && f.log_y) continue;
+    const double margin = (r->hi - r->lo) * pad;
+    r->lo -= margin;
+    r->hi += margin;
+  }
   if (!f.log_y) {
     const auto ty = nice_ticks(f.y.lo, f.y.hi);
     f.y.lo = std::min(f.y.lo, ty.front());
@@ -235,7 +243,7 @@ std::string line_chart(const Chart& chart) {
 }
 
 std::string scatter_chart(const Chart& chart) {
-  const Frame f = frame_of(chart);
+  const Frame f = frame_of(chart, 0.06);
   std::string out = open_svg(chart, "scatter") + axes(chart, f) + ref_lines(chart, f);
   for (size_t i = 0; i < chart.series.size(); ++i) {
     const auto& s = chart.series[i];

@@ -96,4 +96,13 @@ TEST(SvgScatterChart, OneDotPerPointWithLabels) {
   EXPECT_NE(out.find(">peak memory (MB)</text>"), std::string::npos);
   EXPECT_NE(out.find(">c</text>"), std::string::npos);
   EXPECT_NE(out.find("data-label=\"budget\""), std::string::npos);
+  // Every dot (radius 5) whole inside the plot (x 64..624, y 44..272), the extremes included.
+  const std::regex dot("<circle cx=\"([0-9.]+)\" cy=\"([0-9.]+)\" r=\"5\"");
+  int dots = 0;
+  for (std::sregex_iterator it(out.begin(), out.end(), dot), end; it != end; ++it, ++dots) {
+    const double x = std::stod((*it)[1].str()), y = std::stod((*it)[2].str());
+    EXPECT_TRUE(x >= 64 + 5 && x <= 624 - 5) << x;
+    EXPECT_TRUE(y >= 44 + 5 && y <= 272 - 5) << y;
+  }
+  EXPECT_EQ(dots, 3);
 }
