@@ -261,6 +261,7 @@ void Trainer::write_fit_report(const std::string& failure) {
   for (const auto& cb : callbacks_) {
     if (const auto* ckpt = dynamic_cast<const ModelCheckpoint*>(cb.get())) {
       for (const auto& kv : ckpt->best_k_models()) checkpoint_steps.insert(step_in_name(kv.first));
+      checkpoint_steps.insert(step_in_name(ckpt->best_model_path()));
       checkpoint_steps.insert(step_in_name(ckpt->last_model_path()));
     } else if (const auto* es = dynamic_cast<const EarlyStopping*>(cb.get())) {
       if (!es->stopping_reason().empty()) {

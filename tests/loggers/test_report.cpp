@@ -148,6 +148,54 @@ TEST(RunReport, TrainerWritesItBesideTheLogs) {
   EXPECT_NE(html.find("<th scope=\"row\">max_epochs</th><td>2</td>"), std::string::npos);
   EXPECT_NE(html.find("<th scope=\"row\">LibTorch</th>"), std::string::npos);
   EXPECT_NE(html.find("<th scope=\"row\">Intra-op threads</th>"), std::string::npos);
+  EXPECT_NE(html.find("<th scope=\"row\">Device</th><td>cpu</td>"), std::string::npos);
+}
+
+TEST(RunReport, TrainerMarksCheckpointsThresholdsAndAFailure) {
+  const std::string dir = temp_dir("report_fit_marks");
+  torch::nn::Sequential net(torch::nn::Linear(8, 3));
+  frugal::Classifier task(net, frugal::SGD(0.1));
+  auto train = frugal::testing::make_toy_data(64, 8, 3, 0);
+  auto val = frugal::testing::make_toy_data(16, 8, 3, 1);
+  auto loader = [](const frugal::testing::ToyData& d) {
+    return std::make_shared<frugal::TensorLoader>(d.x, d.y, frugal::TensorLoaderOptions(8));
+  };
+  // Every epoch's checkpoint kept (steps 8 and 16: the marks come from the kept files' names),
+  // memory logged every 4 batches with a warning threshold of 64 GiB (drawn, never reached).
+  auto checkpoints = std::make_shared<frugal::ModelCheckpoint>(frugal::ModelCheckpointOptions()
+                                                                   .dirpath(dir + "/ckpt")
+                                                                   .monitor("val/acc")
+                                                                   .mode("max")
+                                                                   .save_top_k(-1));
+  auto memory = std::make_shared<frugal::MemoryMonitor>(frugal::MemoryMonitorOptions()
+                                                            .warn_bytes(64.0 * (1 << 30))
+                                                            .every_n_batches(4)
+                                                            .print_summary(false));
+  frugal::Trainer trainer(
+      frugal::testing::quiet_options(dir).logger(true).max_epochs(2).log_every_n_steps(4),
+      {checkpoints, memory});
+  trainer.fit(task, loader(train), loader(val));
+  const std::string html = read_text((fs::path(trainer.log_dir()) / "report.html").string());
+  EXPECT_NE(html.find("<th scope=\"row\">Step 8</th><td>checkpoint</td>"), std::string::npos);
+  EXPECT_NE(html.find("<th scope=\"row\">Step 16</th><td>checkpoint</td>"), std::string::npos);
+  EXPECT_NE(html.find("data-title=\"Memory\""), std::string::npos);
+  EXPECT_EQ(matches(html, "class=\"ref horizontal\" data-label=\"warn\""), 1);
+
+  // A fit that fails still leaves its page, with the error as the stop reason.
+  struct Boom : frugal::Callback {
+    void on_train_batch_end(frugal::Trainer& t, frugal::Task&, const at::Tensor&,
+                            const frugal::Batch&, int64_t) override {
+      if (t.state().global_step == 6) throw std::runtime_error("boom at step 6");
+    }
+  };
+  const std::string failing_dir = temp_dir("report_fit_failed");
+  frugal::Trainer failing(
+      frugal::testing::quiet_options(failing_dir).logger(true).max_epochs(2).log_every_n_steps(2),
+      {std::make_shared<Boom>()});
+  EXPECT_THROW(failing.fit(task, loader(train), loader(val)), std::runtime_error);
+  const std::string failed = read_text((fs::path(failing.log_dir()) / "report.html").string());
+  EXPECT_NE(failed.find("Stopped: failed: boom at step 6"), std::string::npos);
+  EXPECT_EQ(points_of(failed, "train/loss"), 3 + 1) << "steps 2, 4, 6 and the epoch point";
 }
 
 TEST(RunReport, MalformedFilesAreNamedWithTheLine) {
