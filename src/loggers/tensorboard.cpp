@@ -160,11 +160,13 @@ class Proto {
 
 // event.proto: Event { double wall_time = 1; int64 step = 2; string file_version = 3;
 // Summary summary = 5; }
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 Proto event_header(int64_t step) {
-  const double now =
-      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   Proto event;
-  event.double_field(1, now);
+  event.double_field(1, now_seconds());
   if (step != 0) event.varint_field(2, static_cast<uint64_t>(step));
   return event;
 }
@@ -183,14 +185,20 @@ Proto plugin_metadata(const std::string& plugin, const std::string& content) {
 // plugin_data.proto: HParamsPluginData { int32 version = 1; Experiment experiment = 2;
 // SessionStartInfo session_start_info = 3; SessionEndInfo session_end_info = 4; } (version 0 is
 // the default, so it is not written, as protobuf leaves it out.)
-Proto hparams_value(const std::string& tag, int field, const Proto& content) {
+// The Event (at step 0) of one hparams plugin record: `content` in HParamsPluginData's `field`,
+// under `tag`.
+std::string hparams_event(const std::string& tag, int field, const Proto& content) {
   Proto plugin_data;
   plugin_data.message_field(field, content);
   // Summary.Value { string tag = 1; SummaryMetadata metadata = 9; }
   Proto value;
   value.bytes_field(1, tag);
   value.message_field(9, plugin_metadata("hparams", plugin_data.str()));
-  return value;
+  Proto summary;
+  summary.message_field(1, value);
+  Proto event = event_header(0);
+  event.message_field(5, summary);
+  return event.str();
 }
 
 enum class HParamKind { kNumber, kBool, kString };
@@ -282,14 +290,8 @@ void TensorBoardLogger::log_hyperparams(const std::map<std::string, std::string>
     entry.bytes_field(1, key).message_field(2, value);
     start.message_field(1, entry);
   }
-  start.double_field(
-      5,
-      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
-  Proto summary;
-  summary.message_field(1, hparams_value("_hparams_/session_start_info", 3, start));
-  Proto event = event_header(0);
-  event.message_field(5, summary);
-  add_event(event.str());
+  start.double_field(5, now_seconds());
+  add_event(hparams_event("_hparams_/session_start_info", 3, start));
   flush();
 }
 
@@ -386,24 +388,14 @@ void TensorBoardLogger::finalize(const std::string& status) {
       info.message_field(1, name);
       experiment.message_field(5, info);
     }
-    Proto summary;
-    summary.message_field(1, hparams_value("_hparams_/experiment", 2, experiment));
-    Proto event = event_header(0);
-    event.message_field(5, summary);
-    add_event(event.str());
+    add_event(hparams_event("_hparams_/experiment", 2, experiment));
   }
   // SessionEndInfo { Status status = 1 (SUCCESS 1, FAILURE 2, UNKNOWN 0); double end_time_secs
   // = 2; }
   Proto end;
   end.varint_field(1, status == "success" ? 1 : status == "failed" ? 2 : 0);
-  end.double_field(
-      2,
-      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
-  Proto summary;
-  summary.message_field(1, hparams_value("_hparams_/session_end_info", 4, end));
-  Proto event = event_header(0);
-  event.message_field(5, summary);
-  add_event(event.str());
+  end.double_field(2, now_seconds());
+  add_event(hparams_event("_hparams_/session_end_info", 4, end));
   flush();
 }
 
