@@ -14,6 +14,7 @@
 #include <csignal>
 #include <filesystem>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include "compat.h"
@@ -21,12 +22,16 @@
 #include "frugal/budget/batch_size_finder.h"
 #include "frugal/budget/cpu_memory.h"
 #include "frugal/callbacks/batch_size_finder.h"
+#include "frugal/callbacks/early_stopping.h"
+#include "frugal/callbacks/memory_monitor.h"
 #include "frugal/callbacks/model_checkpoint.h"
 #include "frugal/callbacks/progress_bar.h"
 #include "frugal/callbacks/timer.h"
 #include "frugal/error.h"
 #include "frugal/hardware/cpu_threads.h"
 #include "frugal/io/checkpoint.h"
+#include "frugal/loggers/report.h"
+#include "frugal/loggers/tensorboard.h"
 #include "frugal/models/finetune.h"
 #include "frugal/optim/lr_scheduler.h"
 #include "frugal/version.h"
@@ -219,11 +224,69 @@ Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> 
   if (options_.fast_dev_run() > 0 || !is_global_zero()) {
     loggers_.clear();  // only rank 0 writes logs
   } else if (options_.logger() && loggers_.empty()) {
-    loggers_.push_back(std::make_shared<CSVLogger>(CSVLoggerOptions(options_.default_root_dir())));
+    // As Lightning's default (TensorBoard), plus CSV; both in the same version_N folder.
+    loggers_ = make_file_loggers("both", options_.default_root_dir());
   }
 }
 
 Trainer::~Trainer() = default;
+
+namespace {
+// The global step in a checkpoint's file name ("...step=120..."), -1 when it has none.
+int64_t step_in_name(const std::string& path) {
+  const std::string name = std::filesystem::path(path).filename().string();
+  const size_t at = name.find("step=");
+  if (at == std::string::npos) return -1;
+  try {
+    return std::stoll(name.substr(at + 5));
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+}  // namespace
+
+void Trainer::write_fit_report(const std::string& failure) {
+  const CSVLogger* csv = nullptr;
+  for (const auto& lg : loggers_) {
+    if ((csv = dynamic_cast<const CSVLogger*>(lg.get()))) break;
+  }
+  // The report is made from metrics.csv: none without a CSVLogger, or before its first row.
+  if (!csv || !std::filesystem::exists(csv->metrics_path())) return;
+  RunReportInfo info;
+  info.title = "frugal run " + csv->log_dir();
+  info.stop_reason = failure.empty() ? state_.stop_reason : failure;
+  info.environment = report_environment();
+  info.environment.emplace_back("Device", device_.str());
+  std::set<int64_t> checkpoint_steps;
+  for (const auto& cb : callbacks_) {
+    if (const auto* ckpt = dynamic_cast<const ModelCheckpoint*>(cb.get())) {
+      for (const auto& kv : ckpt->best_k_models()) checkpoint_steps.insert(step_in_name(kv.first));
+      checkpoint_steps.insert(step_in_name(ckpt->best_model_path()));
+      checkpoint_steps.insert(step_in_name(ckpt->last_model_path()));
+    } else if (const auto* es = dynamic_cast<const EarlyStopping*>(cb.get())) {
+      if (!es->stopping_reason().empty()) {
+        info.marks.emplace_back(state_.global_step, "early stop");
+      }
+    } else if (const auto* mm = dynamic_cast<const MemoryMonitor*>(cb.get())) {
+      if (mm->options().warn_bytes() > 0) {
+        info.memory_thresholds_mb.emplace_back(mm->options().warn_bytes() / 1048576.0, "warn");
+      }
+      if (mm->options().stop_bytes() > 0) {
+        info.memory_thresholds_mb.emplace_back(mm->options().stop_bytes() / 1048576.0, "stop");
+      }
+    }
+  }
+  for (int64_t step : checkpoint_steps) {
+    if (step >= 0) info.marks.emplace_back(step, "checkpoint");
+  }
+  try {
+    write_run_report(csv->log_dir(), info);
+  } catch (const std::exception& e) {
+    // A report is a convenience: its failure must not fail a finished fit (or hide why one
+    // failed).
+    std::cerr << "frugal: could not write the run report: " << e.what() << "\n";
+  }
+}
 
 torch::optim::Optimizer* Trainer::optimizer() const {
   return fit_ ? fit_->config.optimizer.get() : nullptr;
@@ -369,10 +432,12 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
     run_training(task, *train, val.get());
     FRUGAL_HOOK(on_fit_end, task);
     for (auto& lg : loggers_) lg->finalize("success");
+    write_fit_report();
     FRUGAL_HOOK(teardown, task, TrainerFn::kFit);
     strategy_->teardown();
   } catch (const std::exception& e) {
     handle_exception(task, e);
+    write_fit_report(std::string("failed: ") + e.what());
     throw;
   }
 }

@@ -36,6 +36,7 @@ struct Args {
   int64_t accumulate_grad_batches = 1;
   double gradient_clip_val = 0.0;
   std::string default_root_dir = ".";
+  std::string logger = "both";
   int64_t num_threads = 0;
   std::string metrics_json;
   bool no_progress_bar = false;
@@ -94,6 +95,11 @@ int main(int argc, char** argv) {
   app.add_option("--accumulate-grad-batches", a.accumulate_grad_batches)->capture_default_str();
   app.add_option("--gradient-clip-val", a.gradient_clip_val)->capture_default_str();
   app.add_option("--default-root-dir", a.default_root_dir)->capture_default_str();
+  app.add_option("--logger", a.logger,
+                 "files under DEFAULT_ROOT_DIR/frugal_logs/version_N: csv (metrics.csv, "
+                 "hparams.yaml, report.html), tensorboard (event file), both or none")
+      ->check(CLI::IsMember({"csv", "tensorboard", "both", "none"}))
+      ->capture_default_str();
   app.add_option(
          "--num-threads", a.num_threads,
          "LibTorch intra-op threads (0: the CPUs this process may use; -1: LibTorch's own default)")
@@ -159,9 +165,10 @@ int main(int argc, char** argv) {
             .save_top_k(a.save_top_k)
             .save_last(!a.no_save_last)
             .every_n_train_steps(a.save_every_n_steps));
-    frugal::Trainer trainer(options, {counter, memory, checkpoints},
-                            {std::make_shared<frugal::ConsoleLogger>(),
-                             std::make_shared<frugal::CSVLogger>(a.default_root_dir)});
+    std::vector<std::shared_ptr<frugal::Logger>> loggers = {
+        std::make_shared<frugal::ConsoleLogger>()};
+    for (auto& lg : frugal::make_file_loggers(a.logger, a.default_root_dir)) loggers.push_back(lg);
+    frugal::Trainer trainer(options, {counter, memory, checkpoints}, loggers);
 
     const auto start = std::chrono::steady_clock::now();
     // A seeded held-out part of the training set validates; the test set is used once, below.

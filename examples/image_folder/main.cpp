@@ -40,6 +40,7 @@ struct Args {
   int64_t accumulate_grad_batches = 1;
   double gradient_clip_val = 0.0;
   std::string default_root_dir = ".";
+  std::string logger = "both";
   int64_t num_threads = 0;
   std::string metrics_json;
   bool no_progress_bar = false;
@@ -140,6 +141,11 @@ int main(int argc, char** argv) {
   app.add_option("--accumulate-grad-batches", a.accumulate_grad_batches)->capture_default_str();
   app.add_option("--gradient-clip-val", a.gradient_clip_val)->capture_default_str();
   app.add_option("--default-root-dir", a.default_root_dir)->capture_default_str();
+  app.add_option("--logger", a.logger,
+                 "files under DEFAULT_ROOT_DIR/frugal_logs/version_N: csv (metrics.csv, "
+                 "hparams.yaml, report.html), tensorboard (event file), both or none")
+      ->check(CLI::IsMember({"csv", "tensorboard", "both", "none"}))
+      ->capture_default_str();
   app.add_option("--num-threads", a.num_threads, "LibTorch intra-op threads (0: all cores)")
       ->capture_default_str();
   app.add_option("--accelerator", a.accelerator, "auto, cpu or cuda")->capture_default_str();
@@ -261,9 +267,10 @@ int main(int argc, char** argv) {
             .save_top_k(a.save_top_k)
             .save_last(!a.no_save_last)
             .every_n_train_steps(a.save_every_n_steps));
-    frugal::Trainer trainer(options, {counter, checkpoints},
-                            {std::make_shared<frugal::ConsoleLogger>(),
-                             std::make_shared<frugal::CSVLogger>(a.default_root_dir)});
+    std::vector<std::shared_ptr<frugal::Logger>> loggers = {
+        std::make_shared<frugal::ConsoleLogger>()};
+    for (auto& lg : frugal::make_file_loggers(a.logger, a.default_root_dir)) loggers.push_back(lg);
+    frugal::Trainer trainer(options, {counter, checkpoints}, loggers);
     const auto start = std::chrono::steady_clock::now();
     trainer.fit(task, train_loader, val_loader, a.ckpt_path);
     const double train_seconds =

@@ -39,6 +39,8 @@
 #include <frugal/io/hash.h>
 #include <frugal/io/weights.h>
 #include <frugal/loggers/logger.h>
+#include <frugal/loggers/report.h>
+#include <frugal/loggers/tensorboard.h>
 #include <frugal/models/finetune.h>
 #include <frugal/models/small.h>
 #include <frugal/models/zoo.h>

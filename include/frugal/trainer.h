@@ -75,7 +75,8 @@ struct TrainerOptions {
   /// Step metrics go to the loggers every n optimizer steps.
   TORCH_ARG(int64_t, log_every_n_steps) = 50;
   TORCH_ARG(bool, enable_progress_bar) = true;
-  /// Add a CSVLogger under default_root_dir when no logger is given.
+  /// Add a CSVLogger and a TensorBoardLogger (same version_N folder) under default_root_dir when
+  /// no logger is given.
   TORCH_ARG(bool, logger) = true;
   TORCH_ARG(std::string, default_root_dir) = ".";
   /// Seeds LibTorch's generators (and the data sources the Trainer builds) at fit start; -1: no.
@@ -282,6 +283,9 @@ class Trainer {
   TrainerOptions options_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   std::vector<std::shared_ptr<Logger>> loggers_;
+  // report.html beside the CSV logs at the end of fit (run report, docs/logging.md); `failure`:
+  // the error that ended a failed fit.
+  void write_fit_report(const std::string& failure = "");
   TrainerState state_;
   Metrics metrics_;
   c10::Device device_{c10::kCPU};

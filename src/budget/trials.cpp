@@ -14,6 +14,7 @@
 #include "frugal/data/batch_source.h"
 #include "frugal/error.h"
 #include "frugal/loggers/logger.h"
+#include "frugal/loggers/report.h"
 
 #ifdef FRUGAL_WITH_CUDA
 #include <c10/cuda/CUDAFunctions.h>
@@ -566,9 +567,12 @@ TrialsReport Trials::run(const at::Tensor& train_data, const at::Tensor& train_t
     const std::string csv = (std::filesystem::path(options_.output_dir()) / "trials.csv").string();
     const std::string json =
         (std::filesystem::path(options_.output_dir()) / "trials.json").string();
+    const std::string html =
+        (std::filesystem::path(options_.output_dir()) / "report.html").string();
     report.write_csv(csv);
     report.write_json(json);
-    say(fmt::format("wrote {} and {}\n", csv, json));
+    detail::write_file_atomically(html, render_trials_report(report));
+    say(fmt::format("wrote {}, {} and {}\n", csv, json, html));
   }
   return report;
 }

@@ -14,6 +14,7 @@
 
 #include "frugal/error.h"
 #include "frugal/io/checkpoint.h"
+#include "frugal/loggers/tensorboard.h"
 #include "loggers/metric_format.h"
 
 namespace frugal {
@@ -111,6 +112,28 @@ std::string csv_cell(const std::string& text) {
 
 }  // namespace detail
 
+namespace detail {
+// The next free N of version_N under `root` (0 when there is none).
+int64_t next_log_version(const std::string& root_name) {
+  const fs::path root(root_name);
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return 0;
+  int64_t next = 0;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("version_", 0) != 0 || !entry.is_directory(ec)) continue;
+    const std::string digits = name.substr(8);
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    try {
+      next = std::max<int64_t>(next, std::stoll(digits) + 1);
+    } catch (const std::out_of_range&) {
+    }
+  }
+  return next;
+}
+
+}  // namespace detail
+
 // ---- CSVLogger ----
 
 namespace {
@@ -186,24 +209,6 @@ std::string yaml_scalar(const std::string& s) {
   return quoted + '"';
 }
 
-// The next free N of version_N under `root` (0 when there is none).
-int64_t next_version(const fs::path& root) {
-  std::error_code ec;
-  if (!fs::is_directory(root, ec)) return 0;
-  int64_t next = 0;
-  for (const auto& entry : fs::directory_iterator(root, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.rfind("version_", 0) != 0 || !entry.is_directory(ec)) continue;
-    const std::string digits = name.substr(8);
-    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
-    try {
-      next = std::max<int64_t>(next, std::stoll(digits) + 1);
-    } catch (const std::out_of_range&) {
-    }
-  }
-  return next;
-}
-
 }  // namespace
 
 CSVLogger::CSVLogger(CSVLoggerOptions options) : options_(std::move(options)) {
@@ -214,7 +219,9 @@ CSVLogger::CSVLogger(CSVLoggerOptions options) : options_(std::move(options)) {
                "CSVLoggerOptions: version must be >= 0 or -1 (next free), got ",
                options_.version());
   const fs::path root = fs::path(options_.save_dir()) / options_.name();
-  const int64_t version = options_.version() >= 0 ? options_.version() : next_version(root);
+  const int64_t version =
+      options_.version() >= 0 ? options_.version() : detail::next_log_version(root.string());
+  version_ = version;
   dir_ = (root / fmt::format("version_{}", version)).string();
   // Created now, so that the next logger on the same root takes the next version.
   detail::ensure_writable_dir(dir_, /*create=*/true, "CSVLogger");

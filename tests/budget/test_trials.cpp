@@ -5,6 +5,7 @@
 // refused by name.
 #include <fmt/format.h>
 #include <frugal/budget/trials.h>
+#include <frugal/loggers/report.h>
 #include <gtest/gtest.h>
 #include <malloc.h>
 #include <torch/torch.h>
@@ -350,6 +351,10 @@ TEST(Trials, CsvAndJsonHoldTheReportsNumbers) {
     expect_same(r.peak_bytes >= 0 ? static_cast<double>(r.peak_bytes) : NAN,
                 number(row[col.at("peak_bytes")]), what + " peak_bytes");
   }
+
+  // The page beside them is the report's (its content: tests/loggers/test_report.cpp).
+  EXPECT_EQ(frugal::testing::read_text(dir + "/plan/report.html"),
+            frugal::render_trials_report(report));
 
 #ifdef FRUGAL_TEST_HAS_JSON
   const auto json = nlohmann::json::parse(frugal::testing::read_text(dir + "/plan/trials.json"));

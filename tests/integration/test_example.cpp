@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -140,6 +141,43 @@ TEST_F(Example, SameSeedSameParametersOtherSeedOtherParameters) {
   EXPECT_EQ(a["test_acc"].get<double>(), b["test_acc"].get<double>());
   EXPECT_EQ(a["test_loss"].get<double>(), b["test_loss"].get<double>());
   EXPECT_NE(a["params_sha256"], c["params_sha256"]) << "--seed 6 trained the same parameters";
+}
+
+TEST_F(Example, LoggerFlagChoosesTheFilesOfTheRun) {
+  require_data();
+  const fs::path dir = frugal::testing::temp_dir("example_logger");
+  // The files in frugal_logs/version_0 of a short run with --logger `which`.
+  auto files_of = [&](const std::string& which) {
+    const fs::path root = dir / which;
+    const Outcome r = run_example(
+        "--max-steps 4 --limit-val-batches 1 --log-every-n-steps 2 --no-progress-bar "
+        "--num-threads 2 --logger " +
+            which + " --default-root-dir " + shell_quote(root.string()),
+        dir, which);
+    EXPECT_EQ(r.exit_code, 0) << describe(r);
+    std::vector<std::string> names;
+    const fs::path version = root / "frugal_logs" / "version_0";
+    if (fs::exists(version)) {
+      for (const auto& e : fs::directory_iterator(version)) {
+        const std::string name = e.path().filename().string();
+        names.push_back(name.rfind("events.out.tfevents.", 0) == 0 ? "events" : name);
+      }
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  using Names = std::vector<std::string>;
+  EXPECT_EQ(files_of("both"), (Names{"events", "hparams.yaml", "metrics.csv", "report.html"}));
+  EXPECT_EQ(files_of("csv"), (Names{"hparams.yaml", "metrics.csv", "report.html"}));
+  EXPECT_EQ(files_of("tensorboard"), (Names{"events"}));
+  EXPECT_EQ(files_of("none"), (Names{}));
+  // A bad value is refused by name before anything is read or written.
+  const Outcome bad = run_example(
+      "--logger wandb --default-root-dir " + shell_quote((dir / "bad").string()), dir, "bad");
+  EXPECT_NE(bad.exit_code, 0) << describe(bad);
+  EXPECT_NE(bad.err.find("--logger"), std::string::npos) << describe(bad);
+  EXPECT_NE(bad.err.find("wandb"), std::string::npos) << describe(bad);
+  EXPECT_FALSE(fs::exists(dir / "bad"));
 }
 
 TEST_F(Example, UnknownModelIsAnErrorNamingTheFlag) {

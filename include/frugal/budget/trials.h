@@ -85,7 +85,8 @@ struct TrialsOptions {
   /// Before the first trial, train the first candidate for two batches unmeasured, so one-time
   /// allocations (thread pools, kernel caches) are not charged to the first trial.
   TORCH_ARG(bool, warmup) = true;
-  /// Folder for trials.csv and trials.json (written atomically, created if missing); "": none.
+  /// Folder for trials.csv, trials.json and report.html (the page of render_trials_report in
+  /// frugal/loggers/report.h), written atomically, created if missing; "": none.
   TORCH_ARG(std::string, output_dir);
   /// Where progress lines and the final table go (nullptr: nowhere).
   using StreamPtr = std::ostream*;

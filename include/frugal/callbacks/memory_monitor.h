@@ -50,6 +50,7 @@ void reset_peak_memory(c10::Device device = c10::kCPU);
 class MemoryMonitor : public Callback {
  public:
   explicit MemoryMonitor(MemoryMonitorOptions options = {});
+  const MemoryMonitorOptions& options() const { return options_; }
 
   void on_fit_start(Trainer&, Task&) override;
   void on_train_batch_end(Trainer&, Task&, const at::Tensor&, const Batch&, int64_t) override;

@@ -82,11 +82,14 @@ class CSVLogger : public Logger {
   void flush() override;
   std::string log_dir() const override { return dir_; }
   std::string metrics_path() const;
+  /// N of the version_N folder.
+  int64_t version() const { return version_; }
 
  private:
   void write_all();
   CSVLoggerOptions options_;
   std::string dir_;
+  int64_t version_ = 0;
   std::vector<std::string> columns_;
   std::vector<std::map<std::string, std::string>> pending_;
   std::vector<std::map<std::string, std::string>> written_;

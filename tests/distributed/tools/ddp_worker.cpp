@@ -165,6 +165,12 @@ int main(int argc, char** argv) {
   app.add_option("--nan-rank", nan_rank, "a NaN loss on this rank at --nan-step");
   app.add_option("--nan-step", nan_step);
   app.add_option("--nan-loss", nan_loss, "raise or skip");
+  std::string logger;
+  app.add_option("--logger", logger,
+                 "default: the Trainer's own loggers (CSV + TensorBoard under --root); csv, "
+                 "tensorboard, both: frugal::make_file_loggers on every rank");
+  int64_t log_every = 50;
+  app.add_option("--log-every", log_every, "log_every_n_steps");
   CLI11_PARSE(app, argc, argv);
   try {
     torch::set_num_threads(1);
@@ -188,8 +194,11 @@ int main(int argc, char** argv) {
         .nan_loss(nan_loss == "skip" ? frugal::NanLossPolicy::kSkip : frugal::NanLossPolicy::kRaise)
         .accelerator("cpu");
     if (val_every > 0) options.val_check_interval(val_every).check_val_every_n_epoch(0);
+    options.log_every_n_steps(log_every).logger(logger == "default");
+    std::vector<std::shared_ptr<frugal::Logger>> loggers;
+    if (!logger.empty() && logger != "default") loggers = frugal::make_file_loggers(logger, root);
     auto saboteur = std::make_shared<Saboteur>(sab);
-    frugal::Trainer trainer(options, {saboteur});
+    frugal::Trainer trainer(options, {saboteur}, loggers);
     std::map<std::string, double> results;
     if (mode == "fit") {
       auto train = std::make_shared<frugal::TensorLoader>(
