@@ -131,8 +131,8 @@ TEST(DocsLinks, EveryRelativeLinkResolves) {
     for (const Link& link : relative_links(page)) {
       ++checked;
       const std::string problem = check(link);
-      EXPECT_EQ(problem, "") << page.filename().string() << ":" << link.line << ": ("
-                             << link.target << ")";
+      EXPECT_EQ(problem, "") << page.filename().string() << ":" << link.line << ": (" << link.target
+                             << ")";
     }
   }
   EXPECT_GT(checked, 30) << "the pages should link to each other";

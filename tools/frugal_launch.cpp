@@ -7,11 +7,11 @@
 //
 // Each process gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR,
 // MASTER_PORT. Unlike torchrun it does not set OMP_NUM_THREADS=1: frugal's ranks divide the CPUs
-// they may run on among themselves (LOCAL_WORLD_SIZE; docs/guide.md, CPU threads). SIGTERM, SIGINT and SIGHUP are
-// forwarded to every process (a second one kills them). When a process fails (non-zero exit or
-// killed by a signal), the others get SIGTERM and, after --grace-seconds, SIGKILL; the launcher
-// then exits with the failed process's code (128 + signal for a signal), so it never returns 0
-// unless every process did.
+// they may run on among themselves (LOCAL_WORLD_SIZE; docs/guide.md, CPU threads). SIGTERM, SIGINT
+// and SIGHUP are forwarded to every process (a second one kills them). When a process fails
+// (non-zero exit or killed by a signal), the others get SIGTERM and, after --grace-seconds,
+// SIGKILL; the launcher then exits with the failed process's code (128 + signal for a signal), so
+// it never returns 0 unless every process did.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>

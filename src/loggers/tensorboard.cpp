@@ -126,14 +126,14 @@ class Proto {
     key(field, 1);
     uint64_t bits;
     std::memcpy(&bits, &v, 8);
-    for (int i = 0; i < 8; ++i) out_ += static_cast<char>((bits >> (8 * i)) & 0xff);
+    little_endian(bits, 8);
     return *this;
   }
   Proto& float_field(int field, float v) {
     key(field, 5);
     uint32_t bits;
     std::memcpy(&bits, &v, 4);
-    for (int i = 0; i < 4; ++i) out_ += static_cast<char>((bits >> (8 * i)) & 0xff);
+    little_endian(bits, 4);
     return *this;
   }
   // Strings, bytes and embedded messages.
@@ -148,6 +148,10 @@ class Proto {
 
  private:
   void key(int field, int wire_type) { varint((static_cast<uint64_t>(field) << 3) | wire_type); }
+  // The low `bytes` bytes of `bits`, least significant first (protobuf's fixed32/fixed64).
+  void little_endian(uint64_t bits, int bytes) {
+    for (int i = 0; i < bytes; ++i) out_ += static_cast<char>((bits >> (8 * i)) & 0xff);
+  }
   void varint(uint64_t v) {
     while (v >= 0x80) {
       out_ += static_cast<char>((v & 0x7f) | 0x80);
