@@ -21,38 +21,14 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "../common/trainer_cli.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
 struct Args {
   std::string model = "resnet8";
-  int64_t max_epochs = 10;
-  int64_t max_steps = -1;
-  int64_t batch_size = 64;
-  double lr = 1e-3;
-  double weight_decay = 1e-4;
-  int64_t seed = 42;
-  std::string limit_train_batches = "1.0";
-  std::string limit_val_batches = "1.0";
-  int64_t fast_dev_run = 0;
-  std::string precision = "32";
-  int64_t accumulate_grad_batches = 1;
-  double gradient_clip_val = 0.0;
-  std::string default_root_dir = ".";
-  std::string logger = "both";
-  int64_t num_threads = 0;
-  std::string metrics_json;
-  bool no_progress_bar = false;
-  bool deterministic = false;
-  std::string accelerator = "auto";
-  int64_t log_every_n_steps = 50;
-  std::string ckpt_path;
-  int64_t save_every_n_steps = 0;
-  int64_t save_top_k = 1;
-  std::string monitor = "val/acc";
-  bool no_save_last = false;
-  std::string max_time;
   std::string data;
   double val_fraction = 0.1;
   int64_t image_size = 64;
@@ -60,15 +36,7 @@ struct Args {
   int64_t decode_threads = 0;
   bool print_samples = false;
   std::string on_bad_sample = "raise";
-};
-
-/// Counts training samples, for samples/s.
-struct SampleCounter : frugal::Callback {
-  int64_t samples = 0;
-  void on_train_batch_end(frugal::Trainer&, frugal::Task&, const at::Tensor&,
-                          const frugal::Batch& batch, int64_t) override {
-    samples += batch.size();
-  }
+  frugal_examples::TrainerArgs train;
 };
 
 torch::nn::Sequential make_model(const std::string& name, int64_t classes, int64_t size) {
@@ -124,45 +92,8 @@ int main(int argc, char** argv) {
   app.add_flag("--print-samples", a.print_samples,
                "print the class table and every sample as <class index>\\t<path relative to DIR> "
                "(train, then val, unshuffled) and exit");
-  app.add_option("--max-epochs", a.max_epochs)->capture_default_str();
-  app.add_option("--max-steps", a.max_steps, "optimizer steps (-1: no limit)")
-      ->capture_default_str();
-  app.add_option("--batch-size", a.batch_size)->capture_default_str();
-  app.add_option("--lr", a.lr, "AdamW learning rate (cosine-annealed per epoch)")
-      ->capture_default_str();
-  app.add_option("--weight-decay", a.weight_decay)->capture_default_str();
-  app.add_option("--seed", a.seed)->capture_default_str();
-  app.add_option("--limit-train-batches", a.limit_train_batches, "fraction (0.1) or count (100)")
-      ->capture_default_str();
-  app.add_option("--limit-val-batches", a.limit_val_batches)->capture_default_str();
-  app.add_option("--fast-dev-run", a.fast_dev_run, "run n batches of train/val/test")
-      ->capture_default_str();
-  app.add_option("--precision", a.precision, "32, bf16-mixed or 16-mixed")->capture_default_str();
-  app.add_option("--accumulate-grad-batches", a.accumulate_grad_batches)->capture_default_str();
-  app.add_option("--gradient-clip-val", a.gradient_clip_val)->capture_default_str();
-  app.add_option("--default-root-dir", a.default_root_dir)->capture_default_str();
-  app.add_option("--logger", a.logger,
-                 "files under DEFAULT_ROOT_DIR/frugal_logs/version_N: csv (metrics.csv, "
-                 "hparams.yaml, report.html), tensorboard (event file), both or none")
-      ->check(CLI::IsMember({"csv", "tensorboard", "both", "none"}))
-      ->capture_default_str();
-  app.add_option("--num-threads", a.num_threads, "LibTorch intra-op threads (0: all cores)")
-      ->capture_default_str();
-  app.add_option("--accelerator", a.accelerator, "auto, cpu or cuda")->capture_default_str();
-  app.add_option("--log-every-n-steps", a.log_every_n_steps)->capture_default_str();
-  app.add_option("--metrics-json", a.metrics_json, "write the final summary as JSON here");
-  app.add_option("--ckpt-path", a.ckpt_path, "resume from a checkpoint: a path, last or best");
-  app.add_option("--save-every-n-steps", a.save_every_n_steps,
-                 "checkpoint every n optimizer steps (0: every epoch)")
-      ->capture_default_str();
-  app.add_option("--save-top-k", a.save_top_k, "keep the best k checkpoints (-1: all, 0: none)")
-      ->capture_default_str();
-  app.add_option("--monitor", a.monitor, "metric ranking checkpoints (\"\": none)")
-      ->capture_default_str();
-  app.add_flag("--no-save-last", a.no_save_last, "do not keep last.ckpt");
-  app.add_option("--max-time", a.max_time, "wall-clock limit, DD:HH:MM:SS");
-  app.add_flag("--no-progress-bar", a.no_progress_bar);
-  app.add_flag("--deterministic", a.deterministic);
+  a.train.precision = "32";
+  frugal_examples::add_trainer_options(app, a.train);
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -186,7 +117,7 @@ int main(int argc, char** argv) {
     } else {
       frugal::ImageFolder all(a.data);
       classes = all.classes();
-      split(all.samples(), a.val_fraction, static_cast<uint64_t>(a.seed), &train_samples,
+      split(all.samples(), a.val_fraction, static_cast<uint64_t>(a.train.seed), &train_samples,
             &val_samples);
     }
     if (a.print_samples) {
@@ -203,25 +134,8 @@ int main(int argc, char** argv) {
     FRUGAL_CHECK(!val_samples.empty(), "--data ", a.data,
                  ": no validation samples (add val/ or raise --val-fraction)");
 
-    if (a.num_threads > 0) torch::set_num_threads(static_cast<int>(a.num_threads));
-    frugal::TrainerOptions options =
-        frugal::TrainerOptions()
-            .max_epochs(a.max_epochs)
-            .max_steps(a.max_steps)
-            .seed(a.seed)
-            .deterministic(a.deterministic)
-            .limit_train_batches(frugal::BatchLimit::parse(a.limit_train_batches))
-            .limit_val_batches(frugal::BatchLimit::parse(a.limit_val_batches))
-            .fast_dev_run(a.fast_dev_run)
-            .precision(a.precision)
-            .accumulate_grad_batches(a.accumulate_grad_batches)
-            .gradient_clip_val(a.gradient_clip_val)
-            .default_root_dir(a.default_root_dir)
-            .accelerator(a.accelerator)
-            .log_every_n_steps(a.log_every_n_steps)
-            .enable_progress_bar(!a.no_progress_bar);
-    if (!a.max_time.empty()) options.max_time(a.max_time);
-    FRUGAL_CHECK(a.batch_size >= 1, "--batch-size must be >= 1, got ", a.batch_size);
+    const frugal_examples::TrainerArgs& t = a.train;
+    const frugal::TrainerOptions options = frugal_examples::trainer_options(t);
 
     const int64_t size = a.image_size;
     frugal::TransformPtr train_tf =
@@ -236,43 +150,26 @@ int main(int argc, char** argv) {
         a.on_bad_sample == "skip" ? frugal::OnBadSample::kSkip : frugal::OnBadSample::kRaise;
     auto train_loader =
         std::make_shared<frugal::ImageLoader>(train_samples, train_tf, size, size,
-                                              frugal::ImageLoaderOptions(a.batch_size)
+                                              frugal::ImageLoaderOptions(a.train.batch_size)
                                                   .shuffle(true)
-                                                  .seed(static_cast<uint64_t>(a.seed))
+                                                  .seed(static_cast<uint64_t>(a.train.seed))
                                                   .threads(a.decode_threads)
                                                   .on_bad_sample(bad));
-    auto val_loader = std::make_shared<frugal::ImageLoader>(val_samples, val_tf, size, size,
-                                                            frugal::ImageLoaderOptions(a.batch_size)
-                                                                .pad_shards(false)
-                                                                .threads(a.decode_threads)
-                                                                .on_bad_sample(bad));
+    auto val_loader =
+        std::make_shared<frugal::ImageLoader>(val_samples, val_tf, size, size,
+                                              frugal::ImageLoaderOptions(a.train.batch_size)
+                                                  .pad_shards(false)
+                                                  .threads(a.decode_threads)
+                                                  .on_bad_sample(bad));
 
-    torch::manual_seed(static_cast<uint64_t>(a.seed));  // the model's initial weights
+    torch::manual_seed(static_cast<uint64_t>(a.train.seed));  // the model's initial weights
     torch::nn::Sequential net = make_model(a.model, static_cast<int64_t>(classes.size()), size);
-    const int64_t epochs_for_schedule = std::max<int64_t>(1, a.max_epochs);
-    frugal::Classifier task(
-        net, frugal::with_scheduler(frugal::AdamW(a.lr, a.weight_decay),
-                                    [epochs_for_schedule](torch::optim::Optimizer& opt) {
-                                      return std::make_shared<frugal::CosineAnnealingLR>(
-                                          opt, epochs_for_schedule);
-                                    }));
-    auto counter = std::make_shared<SampleCounter>();
-    auto checkpoints = std::make_shared<frugal::ModelCheckpoint>(
-        frugal::ModelCheckpointOptions()
-            .dirpath(a.default_root_dir + "/checkpoints")
-            .filename(a.monitor.empty() ? "{epoch}-{step}"
-                                        : "{epoch}-{step}-{" + a.monitor + ":.4f}")
-            .monitor(a.monitor)
-            .mode(a.monitor.find("loss") != std::string::npos ? "min" : "max")
-            .save_top_k(a.save_top_k)
-            .save_last(!a.no_save_last)
-            .every_n_train_steps(a.save_every_n_steps));
-    std::vector<std::shared_ptr<frugal::Logger>> loggers = {
-        std::make_shared<frugal::ConsoleLogger>()};
-    for (auto& lg : frugal::make_file_loggers(a.logger, a.default_root_dir)) loggers.push_back(lg);
-    frugal::Trainer trainer(options, {counter, checkpoints}, loggers);
+    frugal::Classifier task(net, frugal_examples::adamw_cosine(t));
+    auto counter = std::make_shared<frugal_examples::SampleCounter>();
+    auto checkpoints = frugal_examples::checkpoint_callback(t);
+    frugal::Trainer trainer(options, {counter, checkpoints}, frugal_examples::loggers(t));
     const auto start = std::chrono::steady_clock::now();
-    trainer.fit(task, train_loader, val_loader, a.ckpt_path);
+    trainer.fit(task, train_loader, val_loader, a.train.ckpt_path);
     const double train_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double val_acc = trainer.metrics().get("val/acc").value_or(NAN);
@@ -283,7 +180,7 @@ int main(int argc, char** argv) {
               << trainer.state().epoch << " epochs, " << trainer.state().global_step << " steps, "
               << train_seconds << " s, " << train_samples.size() << " train / "
               << val_samples.size() << " val images, " << classes.size() << " classes)\n";
-    if (!a.metrics_json.empty()) {
+    if (!a.train.metrics_json.empty()) {
       nlohmann::json j = {
           {"val_acc", val_acc},
           {"val_loss", val_loss},
@@ -299,7 +196,7 @@ int main(int argc, char** argv) {
           {"val_samples", val_samples.size()},
           {"bad_samples", train_loader->bad_samples() + val_loader->bad_samples()},
       };
-      frugal::detail::write_file_atomically(a.metrics_json, j.dump(2) + "\n");
+      frugal::detail::write_file_atomically(a.train.metrics_json, j.dump(2) + "\n");
     }
     return 0;
   } catch (const std::exception& e) {
