@@ -232,6 +232,12 @@ Trainer::Trainer(TrainerOptions options, std::vector<std::shared_ptr<Callback>> 
 Trainer::~Trainer() = default;
 
 namespace {
+/// The module in training mode, frozen BatchNorm layers left in eval (frugal/models/finetune.h).
+void enter_train_mode(Task& task) {
+  task.module().train();
+  keep_frozen_batchnorm_eval(task.module());
+}
+
 // The global step in a checkpoint's file name ("...step=120..."), -1 when it has none.
 int64_t step_in_name(const std::string& path) {
   const std::string name = std::filesystem::path(path).filename().string();
@@ -545,8 +551,7 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
   fit_->epoch_finished = false;
   train.start_epoch(state_.epoch, first);
   if (first == 0) metrics_.begin_epoch(Stage::kTrain);  // a resumed epoch keeps its accumulators
-  task.module().train();
-  keep_frozen_batchnorm_eval(task.module());  // frozen BatchNorm stays in eval
+  enter_train_mode(task);
   FRUGAL_HOOK(on_train_epoch_start, task);
 
   // Note [A checkpoint between a batch and its validation]: a checkpoint saved in
@@ -556,8 +561,7 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
   if (first > 0 && !fit_->batch_validated && val && should_validate(first - 1, false)) {
     fit_->batch_validated = true;
     run_evaluation(task, *val, Stage::kValidate, fit_->val_batches, /*sanity=*/false);
-    task.module().train();
-    keep_frozen_batchnorm_eval(task.module());  // frozen BatchNorm stays in eval
+    enter_train_mode(task);
   }
 
   bool stopped = false;
@@ -589,8 +593,7 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
       fit_->batch_validated =
           true;  // a checkpoint saved by the validation's hooks resumes after it
       run_evaluation(task, *val, Stage::kValidate, fit_->val_batches, /*sanity=*/false);
-      task.module().train();
-      keep_frozen_batchnorm_eval(task.module());  // frozen BatchNorm stays in eval
+      enter_train_mode(task);
       // As Lightning: a stop the validation asked for (EarlyStopping) takes effect now, not
       // after another batch; at a window's end only, and agreed by every rank (the epoch's last
       // batch is left to the epoch-end decision in run_training).
