@@ -82,15 +82,8 @@ struct BasicBlockImpl : nn::Module, deploy::OnnxExportable {
   }
   deploy::OnnxValue export_onnx(deploy::OnnxGraph& g, const std::string& path,
                                 const deploy::OnnxValue& x) override {
-    const bool fold = g.options().fold_batch_norm;
-    auto conv_bn = [&](nn::Conv2d& conv, nn::BatchNorm2d& bn, const std::string& conv_name,
-                       const std::string& bn_name, const deploy::OnnxValue& in) {
-      if (fold) return g.conv2d(*conv, bn.get(), path + "." + conv_name, in);
-      return g.module(*bn, path + "." + bn_name,
-                      g.conv2d(*conv, nullptr, path + "." + conv_name, in));
-    };
-    deploy::OnnxValue y = g.relu(conv_bn(conv1, bn1, "conv1", "bn1", x), path);
-    y = conv_bn(conv2, bn2, "conv2", "bn2", y);
+    deploy::OnnxValue y = g.relu(g.conv_bn(*conv1, *bn1, path + ".conv1", path + ".bn1", x), path);
+    y = g.conv_bn(*conv2, *bn2, path + ".conv2", path + ".bn2", y);
     deploy::OnnxValue skip = shortcut ? g.module(*shortcut, path + ".shortcut", x) : x;
     return g.relu(g.add(y, skip, path), path);
   }

@@ -15,6 +15,23 @@ at::Tensor HardswishImpl::forward(at::Tensor x) { return torch::hardswish(x); }
 
 at::Tensor HardsigmoidImpl::forward(at::Tensor x) { return torch::hardsigmoid(x); }
 
+namespace {
+// The ONNX path of a child: "layer1" at the root, "features.3.block" below it.
+std::string child_path(const std::string& path, const std::string& name) {
+  return path.empty() ? name : path + "." + name;
+}
+}  // namespace
+
+deploy::OnnxValue HardswishImpl::export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                             const deploy::OnnxValue& x) {
+  return g.hardswish(x, path);
+}
+
+deploy::OnnxValue HardsigmoidImpl::export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                               const deploy::OnnxValue& x) {
+  return g.hardsigmoid(x, path);
+}
+
 torch::nn::AnyModule make_activation(Activation activation) {
   switch (activation) {
     case Activation::kNone:
@@ -58,6 +75,16 @@ at::Tensor SqueezeExcitationImpl::forward(at::Tensor x) {
   return scale * x;
 }
 
+deploy::OnnxValue SqueezeExcitationImpl::export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                                     const deploy::OnnxValue& x) {
+  auto scale = g.global_average_pool(x, child_path(path, "avgpool"));
+  scale = g.conv2d(*fc1, nullptr, child_path(path, "fc1"), scale);
+  scale = g.module(*activation_.ptr(), child_path(path, "activation"), scale);
+  scale = g.conv2d(*fc2, nullptr, child_path(path, "fc2"), scale);
+  scale = g.module(*scale_activation_.ptr(), child_path(path, "scale_activation"), scale);
+  return g.mul(scale, x, path);
+}
+
 StochasticDepthImpl::StochasticDepthImpl(double p) : p_(p) {
   FRUGAL_CHECK(p >= 0.0 && p <= 1.0, "StochasticDepth: drop probability must be in [0, 1], got ",
                p);
@@ -71,6 +98,11 @@ at::Tensor StochasticDepthImpl::forward(at::Tensor x) {
   auto noise = torch::empty(shape, x.options()).bernoulli_(survival);
   if (survival > 0.0) noise.div_(survival);
   return x * noise;
+}
+
+deploy::OnnxValue StochasticDepthImpl::export_onnx(deploy::OnnxGraph&, const std::string&,
+                                                   const deploy::OnnxValue& x) {
+  return x;
 }
 
 int64_t make_divisible(double v, int64_t divisor, int64_t min_value) {
@@ -101,11 +133,11 @@ namespace {
 
 // A block with one Sequential body (named `body_name`: "conv" in MobileNetV2, "block" in V3 and
 // EfficientNet), an optional residual connection and optional stochastic depth on the branch.
-class ResidualBlockImpl : public torch::nn::Module {
+class ResidualBlockImpl : public torch::nn::Module, public deploy::OnnxExportable {
  public:
   ResidualBlockImpl(const std::string& body_name, Seq body, bool use_residual,
                     double stochastic_depth_p = -1.0)
-      : use_residual_(use_residual) {
+      : use_residual_(use_residual), body_name_(body_name) {
     body_ = register_module(body_name, std::move(body));
     if (stochastic_depth_p >= 0.0)
       stochastic_depth_ = register_module("stochastic_depth", StochasticDepth(stochastic_depth_p));
@@ -116,9 +148,16 @@ class ResidualBlockImpl : public torch::nn::Module {
     if (stochastic_depth_) result = stochastic_depth_->forward(result);
     return result + x;
   }
+  // Stochastic depth is the identity in eval mode.
+  deploy::OnnxValue export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                const deploy::OnnxValue& x) override {
+    auto result = g.module(*body_, child_path(path, body_name_), x);
+    return use_residual_ ? g.add(result, x, path) : result;
+  }
 
  private:
   bool use_residual_;
+  std::string body_name_;
   Seq body_{nullptr};
   StochasticDepth stochastic_depth_{nullptr};
 };
@@ -130,7 +169,7 @@ torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64
 }
 
 // torchvision.models.resnet.BasicBlock (expansion 1) and Bottleneck (expansion 4).
-class ResNetBlockImpl : public torch::nn::Module {
+class ResNetBlockImpl : public torch::nn::Module, public deploy::OnnxExportable {
  public:
   ResNetBlockImpl(bool bottleneck, int64_t inplanes, int64_t planes, int64_t stride)
       : bottleneck_(bottleneck) {
@@ -161,6 +200,18 @@ class ResNetBlockImpl : public torch::nn::Module {
     if (bottleneck_) out = bn3->forward(conv3->forward(torch::relu(out)));
     auto identity = downsample ? downsample->forward(x) : x;
     return torch::relu(out + identity);
+  }
+  deploy::OnnxValue export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                const deploy::OnnxValue& x) override {
+    auto conv_bn = [&](torch::nn::Conv2d& c, torch::nn::BatchNorm2d& b, const char* index,
+                       const deploy::OnnxValue& in) {
+      return g.conv_bn(*c, *b, child_path(path, std::string("conv") + index),
+                       child_path(path, std::string("bn") + index), in);
+    };
+    auto out = conv_bn(conv2, bn2, "2", g.relu(conv_bn(conv1, bn1, "1", x), path));
+    if (bottleneck_) out = conv_bn(conv3, bn3, "3", g.relu(out, path));
+    auto identity = downsample ? g.module(*downsample, child_path(path, "downsample"), x) : x;
+    return g.relu(g.add(out, identity, path), path);
   }
   // The last BatchNorm of the branch (zero_init_residual).
   torch::nn::BatchNorm2d last_bn() const { return bottleneck_ ? bn3 : bn2; }
@@ -227,6 +278,18 @@ at::Tensor ResNetModelImpl::forward(at::Tensor x) {
   return fc->forward(x);
 }
 
+deploy::OnnxValue ResNetModelImpl::export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                               const deploy::OnnxValue& input) {
+  auto x = g.relu(
+      g.conv_bn(*conv1, *bn1, child_path(path, "conv1"), child_path(path, "bn1"), input), path);
+  x = g.max_pool2d(x, 3, 2, 1, child_path(path, "maxpool"));
+  Seq* stages[4] = {&layer1, &layer2, &layer3, &layer4};
+  for (int s = 0; s < 4; ++s)
+    x = g.module(**stages[s], child_path(path, "layer" + std::to_string(s + 1)), x);
+  x = g.flatten(g.global_average_pool(x, child_path(path, "avgpool")), path);
+  return g.linear(*fc, child_path(path, "fc"), x);
+}
+
 void ResNetModelImpl::reset_classifier(int64_t num_classes) {
   FRUGAL_CHECK(num_classes > 0, "reset_classifier: num_classes must be positive, got ",
                num_classes);
@@ -254,6 +317,13 @@ at::Tensor FeaturesClassifierImpl::forward(at::Tensor x) {
   x = features->forward(x);
   x = torch::flatten(torch::adaptive_avg_pool2d(x, {1, 1}), 1);
   return classifier->forward(x);
+}
+
+deploy::OnnxValue FeaturesClassifierImpl::export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                                      const deploy::OnnxValue& input) {
+  auto x = g.module(*features, child_path(path, "features"), input);
+  x = g.flatten(g.global_average_pool(x, child_path(path, "avgpool")), path);
+  return g.module(*classifier, child_path(path, "classifier"), x);
 }
 
 namespace {

@@ -103,6 +103,11 @@ class OnnxGraph {
   /// Conv2d, with an optional BatchNorm2d folded into it (its running statistics, eval mode).
   OnnxValue conv2d(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl* batch_norm,
                    const std::string& path, const OnnxValue& input);
+  /// Conv2d then BatchNorm2d: folded into one Conv when options().fold_batch_norm (the
+  /// default), else a Conv and a BatchNormalization node; the paths name each in the graph.
+  OnnxValue conv_bn(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& batch_norm,
+                    const std::string& conv_path, const std::string& batch_norm_path,
+                    const OnnxValue& input);
   OnnxValue linear(torch::nn::LinearImpl& linear, const std::string& path, const OnnxValue& input);
   OnnxValue add(const OnnxValue& a, const OnnxValue& b, const std::string& path = "");
   OnnxValue mul(const OnnxValue& a, const OnnxValue& b, const std::string& path = "");
@@ -116,6 +121,12 @@ class OnnxGraph {
   OnnxValue hardsigmoid(const OnnxValue& x, const std::string& path = "");
   /// N x C x H x W -> N x C x 1 x 1
   OnnxValue global_average_pool(const OnnxValue& x, const std::string& path = "");
+  /// N x d1 x d2 ... -> N x (d1 * d2 * ...), as torch::flatten(x, 1).
+  OnnxValue flatten(const OnnxValue& x, const std::string& path = "");
+  /// Max pooling over N x C x H x W with square kernel, stride and zero padding (PyTorch's
+  /// max_pool2d, floor mode).
+  OnnxValue max_pool2d(const OnnxValue& x, int64_t kernel_size, int64_t stride, int64_t padding,
+                       const std::string& path = "");
 
  private:
   friend struct OnnxExporter;

@@ -3,7 +3,9 @@
 // buffer names equal torchvision's state_dict() keys ("features.3.block.1.fc1.weight",
 // "layer2.0.downsample.1.running_var", ...), so weights move between Python and C++ unchanged
 // (see frugal/io/weights.h). (The small-image ResNet of models/small.h is another network.) Inputs
-// are N x C x H x W float tensors; outputs are N x classes logits.
+// are N x C x H x W float tensors; outputs are N x classes logits. Every model and block exports
+// itself to ONNX (frugal/deploy/onnx.h: residual Add, squeeze-excitation Mul, HardSwish,
+// stochastic depth as identity).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,6 +19,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+
+#include "frugal/deploy/onnx.h"
 
 namespace frugal::models {
 
@@ -32,18 +36,23 @@ class SeqImpl : public torch::nn::SequentialImpl {
 TORCH_MODULE(Seq);
 
 /// x * relu6(x + 3) / 6 (LibTorch 1.13 has the function but no module).
-class HardswishImpl : public torch::nn::Cloneable<HardswishImpl> {
+class HardswishImpl : public torch::nn::Cloneable<HardswishImpl>, public deploy::OnnxExportable {
  public:
   void reset() override {}
   at::Tensor forward(at::Tensor x);
+  deploy::OnnxValue export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                const deploy::OnnxValue& x) override;
 };
 TORCH_MODULE(Hardswish);
 
 /// relu6(x + 3) / 6.
-class HardsigmoidImpl : public torch::nn::Cloneable<HardsigmoidImpl> {
+class HardsigmoidImpl : public torch::nn::Cloneable<HardsigmoidImpl>,
+                        public deploy::OnnxExportable {
  public:
   void reset() override {}
   at::Tensor forward(at::Tensor x);
+  deploy::OnnxValue export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                const deploy::OnnxValue& x) override;
 };
 TORCH_MODULE(Hardsigmoid);
 
@@ -52,12 +61,14 @@ enum class Activation { kNone, kReLU, kReLU6, kHardswish, kHardsigmoid, kSiLU, k
 
 /// torchvision.ops.SqueezeExcitation: avgpool -> fc1 (1x1 conv) -> activation -> fc2 ->
 /// scale_activation, times the input. Children: avgpool, fc1, fc2, activation, scale_activation.
-class SqueezeExcitationImpl : public torch::nn::Module {
+class SqueezeExcitationImpl : public torch::nn::Module, public deploy::OnnxExportable {
  public:
   SqueezeExcitationImpl(int64_t input_channels, int64_t squeeze_channels,
                         Activation activation = Activation::kReLU,
                         Activation scale_activation = Activation::kSigmoid);
   at::Tensor forward(at::Tensor x);
+  deploy::OnnxValue export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                const deploy::OnnxValue& x) override;
   torch::nn::Conv2d fc1{nullptr}, fc2{nullptr};
 
  private:
@@ -67,11 +78,15 @@ TORCH_MODULE(SqueezeExcitation);
 
 /// torchvision.ops.StochasticDepth in "row" mode: in training, each sample's residual branch is
 /// zeroed with probability p and the survivors are divided by (1 - p); identity in eval mode.
-class StochasticDepthImpl : public torch::nn::Cloneable<StochasticDepthImpl> {
+class StochasticDepthImpl : public torch::nn::Cloneable<StochasticDepthImpl>,
+                            public deploy::OnnxExportable {
  public:
   explicit StochasticDepthImpl(double p = 0.0);
   void reset() override {}
   at::Tensor forward(at::Tensor x);
+  /// Identity (eval mode).
+  deploy::OnnxValue export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                const deploy::OnnxValue& x) override;
   double p() const { return p_; }
 
  private:
@@ -100,7 +115,7 @@ torch::nn::AnyModule make_activation(Activation activation);
 // ---- the models ----
 
 /// Common interface of the zoo's networks.
-class ZooModel : public torch::nn::Module {
+class ZooModel : public torch::nn::Module, public deploy::OnnxExportable {
  public:
   virtual at::Tensor forward(at::Tensor x) = 0;
   /// Replaces the last Linear layer by a fresh one with `num_classes` outputs (torchvision's
@@ -122,6 +137,8 @@ class ResNetModelImpl : public ZooModel {
   void reset_classifier(int64_t num_classes) override;
   int64_t num_classes() const override { return fc->options.out_features(); }
   std::string head_prefix() const override { return "fc"; }
+  deploy::OnnxValue export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                const deploy::OnnxValue& x) override;
 
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
@@ -138,6 +155,8 @@ class FeaturesClassifierImpl : public ZooModel {
   void reset_classifier(int64_t num_classes) override;
   int64_t num_classes() const override;
   std::string head_prefix() const override { return "classifier"; }
+  deploy::OnnxValue export_onnx(deploy::OnnxGraph& g, const std::string& path,
+                                const deploy::OnnxValue& x) override;
 
   /// How Linear layers are initialised: N(0, 0.01) (MobileNets) or U(+-1/sqrt(out_features))
   /// (EfficientNet); biases zero.
