@@ -35,7 +35,8 @@ at::Tensor checked_logits(const at::Tensor& logits, const Batch& batch) {
 at::Tensor Classifier::training_step(const Batch& batch, StepContext& ctx) {
   at::Tensor logits = checked_logits(forward_(batch.data), batch);
   at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.target);
-  at::Tensor correct = logits.detach().argmax(1).eq(batch.target).to(at::kFloat).mean();
+  // argmax has no gradient, so no detach; double is what the metrics accumulate in.
+  at::Tensor correct = logits.argmax(1).eq(batch.target).to(at::kDouble).mean();
   ctx.log("train/loss", loss, LogOptions().prog_bar(true));
   ctx.log("train/acc", correct, LogOptions().on_step(false).on_epoch(true));
   return loss;

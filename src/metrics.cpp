@@ -34,8 +34,11 @@ void Metrics::log(const std::string& name, const at::Tensor& value, const LogOpt
   // Note [Metrics stay on device]: a logged value is kept as a detached 0-dim tensor on its own
   // device; the epoch accumulator is updated with one small device op. Host copies happen only
   // in get()/callback_metrics()/take_*(), i.e. when someone needs the number.
+  // Each call here is a dispatcher call per step; skip the ones that would change nothing.
   at::NoGradGuard no_grad;
-  at::Tensor v = value.detach().reshape({}).to(at::kDouble);
+  at::Tensor v = value.requires_grad() ? value.detach() : value;
+  if (v.dim() != 0) v = v.reshape({});
+  v = v.to(at::kDouble);  // returns v itself when it is double already
   const bool training = stage_ == Stage::kTrain;
   const bool on_step = options.on_step().value_or(training);
   const bool on_epoch = options.on_epoch().value_or(!training);
@@ -67,7 +70,8 @@ void Metrics::log(const std::string& name, const at::Tensor& value, const LogOpt
     switch (options.reduce()) {
       case Reduce::kMean:
       case Reduce::kSum:
-        acc.value = acc.value + v * static_cast<double>(weight);
+        // Out of place (snapshots share the old tensor), one op: value + weight * v.
+        acc.value = at::add(acc.value, v, static_cast<double>(weight));
         break;
       case Reduce::kMax:
         acc.value = at::maximum(acc.value, v);
