@@ -72,10 +72,6 @@ OnnxValue OnnxGraph::linear(nn::LinearImpl&, const std::string&, const OnnxValue
   FRUGAL_NO_ONNX_BODY;
   return {};
 }
-OnnxValue OnnxGraph::max_pool2d(const OnnxValue&, int64_t, int64_t, int64_t, const std::string&) {
-  FRUGAL_NO_ONNX_BODY;
-  return {};
-}
 #define FRUGAL_NO_ONNX_BINARY(fn)                                                   \
   OnnxValue OnnxGraph::fn(const OnnxValue&, const OnnxValue&, const std::string&) { \
     FRUGAL_NO_ONNX_BODY;                                                            \
@@ -94,7 +90,6 @@ FRUGAL_NO_ONNX_UNARY(silu)
 FRUGAL_NO_ONNX_UNARY(hardswish)
 FRUGAL_NO_ONNX_UNARY(hardsigmoid)
 FRUGAL_NO_ONNX_UNARY(global_average_pool)
-FRUGAL_NO_ONNX_UNARY(flatten)
 }  // namespace deploy
 
 #else  // FRUGAL_WITH_ONNX
@@ -264,23 +259,6 @@ OnnxValue OnnxGraph::conv_bn(nn::Conv2dImpl& conv, nn::BatchNorm2dImpl& batch_no
                              const OnnxValue& input) {
   if (impl_->options.fold_batch_norm) return conv2d(conv, &batch_norm, conv_path, input);
   return module(batch_norm, batch_norm_path, conv2d(conv, nullptr, conv_path, input));
-}
-
-OnnxValue OnnxGraph::flatten(const OnnxValue& x, const std::string& path) {
-  FRUGAL_CHECK(x.example.dim() >= 2, "export_onnx: flatten at '", path,
-               "' needs an input with a batch dimension and more, got ", shape_of(x.example));
-  return node("Flatten", {x.name}, at::flatten(x.example, 1), {{"axis", int64_t{1}}}, path);
-}
-
-OnnxValue OnnxGraph::max_pool2d(const OnnxValue& x, int64_t kernel_size, int64_t stride,
-                                int64_t padding, const std::string& path) {
-  FRUGAL_CHECK(x.example.dim() == 4, "export_onnx: max pooling at '", path,
-               "' needs an N x C x H x W input, got ", shape_of(x.example));
-  return node("MaxPool", {x.name}, at::max_pool2d(x.example, kernel_size, stride, padding),
-              {{"kernel_shape", std::vector<int64_t>{kernel_size, kernel_size}},
-               {"strides", std::vector<int64_t>{stride, stride}},
-               {"pads", std::vector<int64_t>{padding, padding, padding, padding}}},
-              path);
 }
 
 OnnxValue OnnxGraph::linear(nn::LinearImpl& linear, const std::string& path,

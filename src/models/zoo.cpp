@@ -20,6 +20,15 @@ namespace {
 std::string child_path(const std::string& path, const std::string& name) {
   return path.empty() ? name : path + "." + name;
 }
+
+// The networks' head input, torch::flatten(adaptive_avg_pool2d(x, 1), 1): GlobalAveragePool, then
+// the exporter's own nn::Flatten case.
+deploy::OnnxValue pool_and_flatten(deploy::OnnxGraph& g, const std::string& path,
+                                   const deploy::OnnxValue& x) {
+  torch::nn::Flatten flatten;
+  return g.module(*flatten, child_path(path, "flatten"),
+                  g.global_average_pool(x, child_path(path, "avgpool")));
+}
 }  // namespace
 
 deploy::OnnxValue HardswishImpl::export_onnx(deploy::OnnxGraph& g, const std::string& path,
@@ -249,6 +258,8 @@ ResNetModelImpl::ResNetModelImpl(std::vector<int64_t> layers, bool bottleneck, i
   FRUGAL_CHECK(in_channels > 0, "resnet: in_channels must be positive, got ", in_channels);
   conv1 = register_module("conv1", conv(in_channels, 64, 7, 2, 3));
   bn1 = register_module("bn1", torch::nn::BatchNorm2d(64));
+  maxpool = register_module(
+      "maxpool", torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)));
   int64_t inplanes = 64;
   const int64_t expansion = bottleneck ? 4 : 1;
   Seq* stages[4] = {&layer1, &layer2, &layer3, &layer4};
@@ -272,7 +283,7 @@ ResNetModelImpl::ResNetModelImpl(std::vector<int64_t> layers, bool bottleneck, i
 
 at::Tensor ResNetModelImpl::forward(at::Tensor x) {
   x = torch::relu(bn1->forward(conv1->forward(x)));
-  x = torch::max_pool2d(x, 3, 2, 1);
+  x = maxpool->forward(x);
   x = layer4->forward(layer3->forward(layer2->forward(layer1->forward(x))));
   x = torch::flatten(torch::adaptive_avg_pool2d(x, {1, 1}), 1);
   return fc->forward(x);
@@ -282,11 +293,11 @@ deploy::OnnxValue ResNetModelImpl::export_onnx(deploy::OnnxGraph& g, const std::
                                                const deploy::OnnxValue& input) {
   auto x = g.relu(
       g.conv_bn(*conv1, *bn1, child_path(path, "conv1"), child_path(path, "bn1"), input), path);
-  x = g.max_pool2d(x, 3, 2, 1, child_path(path, "maxpool"));
+  x = g.module(*maxpool, child_path(path, "maxpool"), x);
   Seq* stages[4] = {&layer1, &layer2, &layer3, &layer4};
   for (int s = 0; s < 4; ++s)
     x = g.module(**stages[s], child_path(path, "layer" + std::to_string(s + 1)), x);
-  x = g.flatten(g.global_average_pool(x, child_path(path, "avgpool")), path);
+  x = pool_and_flatten(g, path, x);
   return g.linear(*fc, child_path(path, "fc"), x);
 }
 
@@ -322,7 +333,7 @@ at::Tensor FeaturesClassifierImpl::forward(at::Tensor x) {
 deploy::OnnxValue FeaturesClassifierImpl::export_onnx(deploy::OnnxGraph& g, const std::string& path,
                                                       const deploy::OnnxValue& input) {
   auto x = g.module(*features, child_path(path, "features"), input);
-  x = g.flatten(g.global_average_pool(x, child_path(path, "avgpool")), path);
+  x = pool_and_flatten(g, path, x);
   return g.module(*classifier, child_path(path, "classifier"), x);
 }
 

@@ -138,19 +138,29 @@ void expect_matches(nn::Sequential seq, std::vector<int64_t> input_shape, const 
       options);
 }
 
-/// Non-trivial BatchNorm statistics and affine parameters, so that folding is really tested.
-void randomize_batch_norms(nn::Module& module) {
+/// How far BatchNorm statistics and affine parameters are moved from their defaults: running
+/// mean ~ N(0, mean_std), running variance and weight uniform in their ranges, bias ~ N(0,
+/// bias_std).
+struct BatchNormSpread {
+  double mean_std, var_low, var_high, weight_low, weight_high, bias_std;
+};
+/// Far from the defaults, so that folding is really tested.
+constexpr BatchNormSpread kWide{0.5, 0.5, 2.0, 0.5, 1.5, 0.2};
+/// Near what training gives, so that fifty layers of the zoo do not blow the scale up.
+constexpr BatchNormSpread kTrainedLike{0.1, 0.8, 1.25, 0.8, 1.2, 0.1};
+
+void randomize_batch_norms(nn::Module& module, const BatchNormSpread& s = kWide) {
   torch::NoGradGuard no_grad;
   for (const auto& m : module.modules()) {
     if (auto* bn = dynamic_cast<nn::BatchNorm2dImpl*>(m.get())) {
-      bn->running_mean.normal_(0, 0.5);
-      bn->running_var.uniform_(0.5, 2.0);
-      if (bn->weight.defined()) bn->weight.uniform_(0.5, 1.5);
-      if (bn->bias.defined()) bn->bias.normal_(0, 0.2);
+      bn->running_mean.normal_(0, s.mean_std);
+      bn->running_var.uniform_(s.var_low, s.var_high);
+      if (bn->weight.defined()) bn->weight.uniform_(s.weight_low, s.weight_high);
+      if (bn->bias.defined()) bn->bias.normal_(0, s.bias_std);
     }
     if (auto* bn = dynamic_cast<nn::BatchNorm1dImpl*>(m.get())) {
-      bn->running_mean.normal_(0, 0.5);
-      bn->running_var.uniform_(0.5, 2.0);
+      bn->running_mean.normal_(0, s.mean_std);
+      bn->running_var.uniform_(s.var_low, s.var_high);
     }
   }
 }
@@ -292,20 +302,6 @@ TEST(OnnxExport, ModulesThatEmitTheirOwnNodes) {
   expect_matches(net, {3, 10, 10}, "squeeze_excitation");
 }
 
-// BatchNorm statistics and affine parameters made non-trivial but near what training gives, so
-// that fifty layers do not blow the scale up.
-void trained_like_batch_norms(nn::Module& module) {
-  torch::NoGradGuard no_grad;
-  for (const auto& m : module.modules()) {
-    if (auto* bn = dynamic_cast<nn::BatchNorm2dImpl*>(m.get())) {
-      bn->running_mean.normal_(0, 0.1);
-      bn->running_var.uniform_(0.8, 1.25);
-      bn->weight.uniform_(0.8, 1.2);
-      bn->bias.normal_(0, 0.1);
-    }
-  }
-}
-
 // Every zoo model, exported whole, against onnxruntime: BatchNorm folded and, for two models, not.
 TEST(OnnxExport, ZooModels) {
   SKIP_WITHOUT_ONNX();
@@ -313,7 +309,7 @@ TEST(OnnxExport, ZooModels) {
   for (const std::string& name : m::model_names()) {
     torch::manual_seed(3);
     std::shared_ptr<m::ZooModel> model = m::create_model(name, 10, 3);
-    trained_like_batch_norms(*model);
+    randomize_batch_norms(*model, kTrainedLike);
     auto forward = [&](const at::Tensor& x) { return model->forward(x); };
     expect_matches(*model, forward, {3, 64, 64}, name);
     if (name == "resnet50" || name == "mobilenet_v3_small") {
@@ -324,7 +320,7 @@ TEST(OnnxExport, ZooModels) {
   }
   // Dilated MobileNetV3 (dilation in the last stage's depthwise convolutions).
   auto dilated = m::mobilenet_v3_large(7, 1, 1.0, 0.2, /*reduced_tail=*/true, /*dilated=*/true);
-  trained_like_batch_norms(*dilated);
+  randomize_batch_norms(*dilated, kTrainedLike);
   expect_matches(
       *dilated, [&](const at::Tensor& x) { return dilated->forward(x); }, {1, 48, 48},
       "mobilenet_v3_large_dilated");

@@ -134,6 +134,20 @@ TEST_F(TorchScript, TrainAndEvalReachEverySubmoduleOfTheScript) {
   EXPECT_FALSE(torch::allclose(net->forward(x_), eval_out)) << "train mode uses batch statistics";
 }
 
+// to() reaches the script: its parameters are the very tensors ScriptModule registered.
+TEST_F(TorchScript, ToConvertsTheScriptsOwnTensors) {
+  frugal::ScriptModule net(dir_ + "/model.pt");
+  net->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor expected = net->forward(x_);
+  net->to(torch::kDouble);
+  for (const auto& p : net->script().named_parameters())
+    EXPECT_EQ(p.value.scalar_type(), torch::kDouble) << p.name;
+  const at::Tensor out = net->forward(x_.to(torch::kDouble));
+  EXPECT_EQ(out.scalar_type(), torch::kDouble);
+  EXPECT_LE((out.to(torch::kFloat) - expected).abs().max().item<double>(), 1e-5);
+}
+
 TEST_F(TorchScript, SavedBackItRunsInPythonWithEqualOutputs) {
   frugal::ScriptModule net(dir_ + "/model.pt");
   frugal::Classifier task(net, frugal::AdamW(1e-2));

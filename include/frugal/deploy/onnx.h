@@ -121,12 +121,6 @@ class OnnxGraph {
   OnnxValue hardsigmoid(const OnnxValue& x, const std::string& path = "");
   /// N x C x H x W -> N x C x 1 x 1
   OnnxValue global_average_pool(const OnnxValue& x, const std::string& path = "");
-  /// N x d1 x d2 ... -> N x (d1 * d2 * ...), as torch::flatten(x, 1).
-  OnnxValue flatten(const OnnxValue& x, const std::string& path = "");
-  /// Max pooling over N x C x H x W with square kernel, stride and zero padding (PyTorch's
-  /// max_pool2d, floor mode).
-  OnnxValue max_pool2d(const OnnxValue& x, int64_t kernel_size, int64_t stride, int64_t padding,
-                       const std::string& path = "");
 
  private:
   friend struct OnnxExporter;

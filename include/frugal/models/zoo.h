@@ -14,6 +14,7 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/pooling.h>
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
@@ -142,6 +143,8 @@ class ResNetModelImpl : public ZooModel {
 
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
+  /// 3x3, stride 2, padding 1 (no parameters: the state_dict keys stay torchvision's).
+  torch::nn::MaxPool2d maxpool{nullptr};
   Seq layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
   torch::nn::Linear fc{nullptr};
 };
