@@ -9,6 +9,7 @@
 #include <png.h>
 #endif
 
+#include <atomic>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -63,6 +64,19 @@ const char* image_format_name(ImageFormat format) {
 }
 
 namespace {
+std::atomic<int64_t> g_max_image_pixels{2 * int64_t{89478485}};
+
+/// An error when `width x height` is over max_image_pixels(), else an empty string.
+[[maybe_unused]] std::string pixel_limit_error(const std::string& name, const char* format, int64_t width,
+                              int64_t height) {
+  const int64_t limit = g_max_image_pixels.load(std::memory_order_relaxed);
+  if (limit <= 0 || width * height <= limit) return {};
+  return detail::concat("cannot decode '", name, "' (", format, "): its header claims ", width,
+                        "x", height, " = ", width * height,
+                        " pixels, over the limit of max_image_pixels() = ", limit,
+                        " (PIL's decompression-bomb limit; frugal::set_max_image_pixels raises it)");
+}
+
 #ifdef FRUGAL_WITH_IMAGE_CODECS
 
 // PIL's RGB -> L (Convert.c, L24): ITU-R 601-2 luma in 16-bit fixed point, rounded.
@@ -125,6 +139,11 @@ Image decode_jpeg(const uint8_t* data, size_t size, ColorMode mode, const std::s
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
   jpeg_read_header(&cinfo, TRUE);
+  if (std::string e = pixel_limit_error(name, "JPEG", cinfo.image_width, cinfo.image_height);
+      !e.empty()) {
+    jpeg_destroy_decompress(&cinfo);
+    throw Error(e);
+  }
   const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
   const bool gray = cinfo.jpeg_color_space == JCS_GRAYSCALE;
   if (cmyk) {
@@ -200,6 +219,17 @@ void png_error_fn(png_structp png, png_const_charp message) {
 void png_warning_fn(png_structp, png_const_charp) {}
 
 Image decode_png(const uint8_t* data, size_t size, ColorMode mode, const std::string& name) {
+  // The size, from IHDR (always the first chunk, at a fixed place), is checked before libpng
+  // reads further: png_read_info reads up to the first IDAT.
+  if (size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0) {
+    auto be32 = [&](size_t at) {
+      return int64_t{data[at]} << 24 | int64_t{data[at + 1]} << 16 | int64_t{data[at + 2]} << 8 |
+             int64_t{data[at + 3]};
+    };
+    if (std::string e = pixel_limit_error(name, "PNG", be32(16), be32(20)); !e.empty()) {
+      throw Error(e);
+    }
+  }
   PngReader reader{data, size, 0};
   png_structp png =
       png_create_read_struct(PNG_LIBPNG_VER_STRING, &reader, png_error_fn, png_warning_fn);
@@ -260,6 +290,14 @@ Image decode_png(const uint8_t*, size_t, ColorMode, const std::string& name) {
 }
 #endif
 }  // namespace
+
+int64_t max_image_pixels() { return g_max_image_pixels.load(std::memory_order_relaxed); }
+
+void set_max_image_pixels(int64_t pixels) {
+  FRUGAL_CHECK(pixels >= 0, "set_max_image_pixels: expected a number of pixels >= 0 (0: no limit), got ",
+               pixels);
+  g_max_image_pixels.store(pixels, std::memory_order_relaxed);
+}
 
 Image decode_image(const uint8_t* data, size_t size, ColorMode mode, const std::string& name) {
   FRUGAL_CHECK(size > 0, "cannot decode '", name, "': the file is empty");

@@ -388,6 +388,31 @@ class Unpickler {
   std::unordered_map<std::string, at::Tensor> storages_;
 };
 
+TensorMap read_archive(caffe2::serialize::PyTorchStreamReader& reader, const std::string& path) {
+  if (reader.hasRecord("byteorder")) {
+    auto [ptr, n] = reader.getRecord("byteorder");
+    const std::string order(static_cast<const char*>(ptr.get()), n);
+    FRUGAL_CHECK(order == "little", "read_torch_state_dict: '", path, "' was written ", order,
+                 "-endian; only little-endian files are read");
+  }
+  FRUGAL_CHECK(reader.hasRecord("data.pkl"), "read_torch_state_dict: '", path,
+               "' has no data.pkl: it is a TorchScript archive or not from torch.save; ", kResave);
+  auto [ptr, size] = reader.getRecord("data.pkl");
+  Unpickler up(reader, static_cast<const char*>(ptr.get()), size, path);
+  const ValuePtr root = up.run();
+  FRUGAL_CHECK(root->kind == Value::kDict, "read_torch_state_dict: '", path,
+               "' holds a pickled object that is not a dict of tensors; ", kResave);
+  TensorMap out;
+  for (const auto& [k, v] : root->dict) {
+    FRUGAL_CHECK(k->kind == Value::kString, "read_torch_state_dict: '", path,
+                 "': a key is not a string");
+    FRUGAL_CHECK(v->kind == Value::kTensor, "read_torch_state_dict: '", path, "': entry '", k->s,
+                 "' is not a tensor; ", kResave);
+    out[k->s] = v->tensor;
+  }
+  return out;
+}
+
 }  // namespace
 
 TensorMap read_torch_state_dict(const std::string& path) {
@@ -405,37 +430,19 @@ TensorMap read_torch_state_dict(const std::string& path) {
     FRUGAL_CHECK(false, "read_torch_state_dict: '", path,
                  "' is neither a torch.save zip file nor safetensors; ", kResave);
   }
-  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
+  // PyTorchStreamReader reports a damaged archive (bad central directory, a record whose local
+  // header or CRC does not match) with c10::Error, from its constructor or from any later
+  // getRecord; each becomes a frugal::Error naming the file (fuzz/fuzz_torch_state_dict found a
+  // record with a broken local header escaping as c10::Error).
   try {
-    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
-  } catch (const std::exception& e) {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    return read_archive(reader, path);
+  } catch (const c10::Error& e) {
     FRUGAL_CHECK(false, "read_torch_state_dict: '", path,
-                 "' is not a readable torch.save zip "
-                 "archive (",
-                 e.what(), ")");
+                 "' is not a readable torch.save zip archive (", e.what_without_backtrace(),
+                 ")");
   }
-  if (reader->hasRecord("byteorder")) {
-    auto [ptr, n] = reader->getRecord("byteorder");
-    const std::string order(static_cast<const char*>(ptr.get()), n);
-    FRUGAL_CHECK(order == "little", "read_torch_state_dict: '", path, "' was written ", order,
-                 "-endian; only little-endian files are read");
-  }
-  FRUGAL_CHECK(reader->hasRecord("data.pkl"), "read_torch_state_dict: '", path,
-               "' has no data.pkl: it is a TorchScript archive or not from torch.save; ", kResave);
-  auto [ptr, size] = reader->getRecord("data.pkl");
-  Unpickler up(*reader, static_cast<const char*>(ptr.get()), size, path);
-  const ValuePtr root = up.run();
-  FRUGAL_CHECK(root->kind == Value::kDict, "read_torch_state_dict: '", path,
-               "' holds a pickled object that is not a dict of tensors; ", kResave);
-  TensorMap out;
-  for (const auto& [k, v] : root->dict) {
-    FRUGAL_CHECK(k->kind == Value::kString, "read_torch_state_dict: '", path,
-                 "': a key is not a string");
-    FRUGAL_CHECK(v->kind == Value::kTensor, "read_torch_state_dict: '", path, "': entry '", k->s,
-                 "' is not a tensor; ", kResave);
-    out[k->s] = v->tensor;
-  }
-  return out;
+  return {};  // not reached
 }
 
 }  // namespace frugal

@@ -64,6 +64,19 @@ os.makedirs(os.path.join(root, "not_a_class_file_dir.jpg.d"), exist_ok=True)
 save("not_a_class_file_dir.jpg.d/inside.png", rgb(3, 3), "PNG")
 open(os.path.join(root, "top_level_file.jpg"), "w").write("files at the top are no class")
 
+# A PNG header claiming 20000x10000 pixels and no pixel data: PIL's decompression-bomb check.
+import struct, zlib
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+with open(os.path.join(out, "bomb.png"), "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 10000, 8, 0, 0, 0, 0)) + chunk(b"IEND", b""))
+try:
+    Image.open(os.path.join(out, "bomb.png"))
+    verdict = "opened"
+except Image.DecompressionBombError:
+    verdict = "DecompressionBombError"
+open(os.path.join(out, "bomb.txt"), "w").write(verdict + "\n")
+
 ds = ImageFolder(root)
 with open(os.path.join(out, "classes.txt"), "w") as f:
     for c in ds.classes: f.write(c + "\n")
@@ -255,4 +268,43 @@ TEST(ImageList, ReadsCsvRelativeToItsFolder) {
     EXPECT_NE(message.find("image list '" + dir + "/bad.csv'"), std::string::npos) << message;
     EXPECT_NE(message.find(expected), std::string::npos) << message;
   }
+}
+
+TEST(ImageDecode, PixelLimitIsPilsDecompressionBombLimit) {
+  SKIP_WITHOUT_TORCHVISION();
+  const std::string ref = reference_dir();
+  struct Restore {
+    ~Restore() { frugal::set_max_image_pixels(2 * int64_t{89478485}); }
+  } restore;
+  // A 45-byte PNG claiming 20000x10000: PIL refuses it on open, and so does frugal, before the
+  // 200 MB of pixels are allocated.
+  EXPECT_EQ(lines(ref + "/bomb.txt"), std::vector<std::string>{"DecompressionBombError"});
+  EXPECT_EQ(frugal::max_image_pixels(), 178956970);
+  const std::string bomb = ref + "/bomb.png";
+  std::string message = frugal::testing::error_message([&] { frugal::read_image(bomb); });
+  EXPECT_NE(message.find("'" + bomb + "' (PNG)"), std::string::npos) << message;
+  EXPECT_NE(message.find("20000x10000 = 200000000 pixels"), std::string::npos) << message;
+  EXPECT_NE(message.find("max_image_pixels() = 178956970"), std::string::npos) << message;
+
+  // The limit is exact, for both decoders: rgb.jpg is 23x37 = 851 pixels, dash.png 11x9 = 99.
+  const std::string jpeg = ref + "/tree/a/rgb.jpg", png = ref + "/tree/a/x-y/dash.png";
+  frugal::set_max_image_pixels(851);
+  EXPECT_EQ(frugal::read_image(jpeg).width, 23);
+  frugal::set_max_image_pixels(850);
+  message = frugal::testing::error_message([&] { frugal::read_image(jpeg); });
+  EXPECT_NE(message.find("'" + jpeg + "' (JPEG): its header claims 23x37 = 851 pixels"),
+            std::string::npos)
+      << message;
+  frugal::set_max_image_pixels(99);
+  EXPECT_EQ(frugal::read_image(png).height, 9);
+  frugal::set_max_image_pixels(98);
+  EXPECT_NE(frugal::testing::error_message([&] { frugal::read_image(png); }).find("(PNG)"),
+            std::string::npos);
+  // 0: no limit.
+  frugal::set_max_image_pixels(0);
+  EXPECT_EQ(frugal::read_image(jpeg).height, 37);
+  message = frugal::testing::error_message([] { frugal::set_max_image_pixels(-1); });
+  EXPECT_NE(message.find("set_max_image_pixels: expected a number of pixels >= 0"),
+            std::string::npos)
+      << message;
 }

@@ -42,6 +42,14 @@ const char* image_format_name(ImageFormat format);
 /// Decodes an encoded image held in memory. `name` (a path) is used in error messages. A
 /// corrupt, truncated or unsupported file throws frugal::Error naming it and what is wrong.
 Image decode_image(const uint8_t* data, size_t size, ColorMode mode, const std::string& name);
+/// The most pixels (width x height) an image may have to be decoded: PIL's decompression-bomb
+/// limit, twice `Image.MAX_IMAGE_PIXELS` (89,478,485), i.e. 178,956,970 by default. A file whose
+/// header claims more is refused with a frugal::Error naming it and its size, before any pixel
+/// memory is allocated: a few bytes of PNG or JPEG header can claim gigabytes. 0 turns the check
+/// off. The setting is process-wide.
+int64_t max_image_pixels();
+void set_max_image_pixels(int64_t pixels);
+
 /// Reads and decodes the file at `path`.
 Image read_image(const std::string& path, ColorMode mode = ColorMode::kRGB);
 /// The bytes of the file at `path` (an error naming it when it cannot be read).
