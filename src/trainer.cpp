@@ -442,6 +442,12 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
     FRUGAL_HOOK(teardown, task, TrainerFn::kFit);
     strategy_->teardown();
   } catch (const std::exception& e) {
+    // Under data parallel each rank says why it failed, at once: a launcher stops the other
+    // ranks with SIGTERM as soon as one fails, and the frugal handler for it ends with this
+    // scope, so a message printed later by the caller may never come.
+    if (strategy_ && strategy_->world_size() > 1) {
+      std::cerr << "frugal: rank " << global_rank() << ": fit failed: " << e.what() << "\n";
+    }
     handle_exception(task, e);
     write_fit_report(std::string("failed: ") + e.what());
     throw;
@@ -661,6 +667,10 @@ void Trainer::preempt() {
                                              : "another rank received a signal";
   state_.stop_reason =
       what + " at global step " + std::to_string(state_.global_step) + "; saved checkpoint " + path;
+  // A preempted job's log says why it ended, on every rank (Slurm and Kubernetes keep each one).
+  std::cerr << "frugal: "
+            << (strategy_->world_size() > 1 ? "rank " + std::to_string(global_rank()) + ": " : "")
+            << state_.stop_reason << "\n";
 }
 
 // The step, in DESIGN.md's order. Micro-batch i of the accumulation window that holds it.

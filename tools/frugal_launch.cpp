@@ -8,7 +8,9 @@
 // Each process gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR,
 // MASTER_PORT. Unlike torchrun it does not set OMP_NUM_THREADS=1: frugal's ranks divide the CPUs
 // they may run on among themselves (LOCAL_WORLD_SIZE; docs/guide.md, CPU threads). SIGTERM, SIGINT
-// and SIGHUP are forwarded to every process (a second one kills them). When a process fails
+// and SIGHUP are forwarded to every process (a second one kills them); frugal's ranks then save
+// last.ckpt and exit 0, each exit is reported, and the launcher returns 128 + the signal, as a
+// shell does for a job it stopped. When a process fails
 // (non-zero exit or killed by a signal), the others get SIGTERM and, after --grace-seconds,
 // SIGKILL; the launcher then exits with the failed process's code (128 + signal for a signal), so
 // it never returns 0 unless every process did.
@@ -167,6 +169,13 @@ int main(int argc, char** argv) {
         int code = 0;
         if (WIFEXITED(status)) code = WEXITSTATUS(status);
         if (WIFSIGNALED(status)) code = 128 + WTERMSIG(status);
+        if (forwarded > 0 && !stopping) {
+          // After a forwarded SIGTERM each rank saves and stops: say how each ended.
+          std::fprintf(stderr, "frugal-launch: rank %d (pid %d) %s %d after the forwarded signal\n",
+                       r.global_rank, static_cast<int>(pid),
+                       WIFSIGNALED(status) ? "was killed by signal" : "exited with code",
+                       WIFSIGNALED(status) ? WTERMSIG(status) : code);
+        }
         if (code != 0 && !stopping) {
           std::fprintf(stderr, "frugal-launch: rank %d (pid %d) %s %d; stopping the other ranks\n",
                        r.global_rank, static_cast<int>(pid),

@@ -8,8 +8,10 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/nn/module.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -159,12 +161,53 @@ using std::chrono::milliseconds;
 // Buffers (BatchNorm's running statistics) are broadcast from rank 0 once per optimizer step,
 // launched before backward from a copy and written back after it (as DDP's broadcast_buffers,
 // whose sync happens before the next window's first forward).
+/// The ranks that run on this machine, with their pids, exchanged once at start-up so that a
+/// failed collective can say which of them has exited (a dead peer also takes the rendezvous
+/// store with it when it is rank 0).
+struct LocalPeers {
+  std::vector<std::pair<int64_t, pid_t>> ranks;  // (rank, pid), this rank excluded
+
+  /// "; rank 1 (pid 824) has exited" for each peer on this machine that no longer runs. Called
+  /// when a collective failed: a killed peer's sockets close before the kernel marks it exited,
+  /// so this looks again for up to a second before it concludes that every peer still runs.
+  std::string exited() const {
+    std::string out;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    do {
+      for (const auto& [rank, pid] : ranks) {
+        if (process_exited(pid)) {
+          out += "; rank " + std::to_string(rank) + " (pid " + std::to_string(pid) + ") has exited";
+        }
+      }
+      if (!out.empty() || ranks.empty()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    } while (std::chrono::steady_clock::now() < until);
+    return out;
+  }
+};
+
+/// This machine's identity for "same machine" decisions: host name and boot id.
+[[maybe_unused]] std::string machine_id() {
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  std::ifstream boot("/proc/sys/kernel/random/boot_id");
+  std::string boot_id;
+  std::getline(boot, boot_id);
+  return std::string(host) + "/" + boot_id;
+}
+
 template <class PG>
 class DataParallel final : public Strategy {
  public:
   DataParallel(c10::intrusive_ptr<PG> pg, const DistributedEnv& env, c10::Device device,
-               DataParallelConfig config, std::unique_ptr<ShmAllReduce> shm = nullptr)
-      : pg_(std::move(pg)), env_(env), device_(device), config_(config), shm_(std::move(shm)) {}
+               DataParallelConfig config, LocalPeers peers,
+               std::unique_ptr<ShmAllReduce> shm = nullptr)
+      : pg_(std::move(pg)),
+        env_(env),
+        device_(device),
+        config_(config),
+        peers_(std::move(peers)),
+        shm_(std::move(shm)) {}
   ~DataParallel() override { remove_hooks(); }
 
   int64_t rank() const override { return env_.rank; }
@@ -427,7 +470,8 @@ class DataParallel final : public Strategy {
       FRUGAL_CHECK(false, "data parallel: ", what, " failed on rank ", env_.rank, " of ",
                    env_.world_size, " (another rank died, hung longer than the ",
                    config_.timeout_seconds,
-                   " s timeout, or could not be reached): ", reason.substr(0, reason.find('\n')));
+                   " s timeout, or could not be reached): ", reason.substr(0, reason.find('\n')),
+                   peers_.exited());
     }
   }
 
@@ -511,6 +555,7 @@ class DataParallel final : public Strategy {
   size_t next_ = 0;
   at::Tensor buffer_flat_;
   c10::intrusive_ptr<c10d::Work> buffer_work_;
+  LocalPeers peers_;
   std::unique_ptr<ShmAllReduce> shm_;  // ranks on one machine, CPU: see reduce_in_shared_memory
 };
 
@@ -540,6 +585,23 @@ c10::intrusive_ptr<c10d::Store> make_store(const DistributedEnv& env, millisecon
   }
   return c10::make_intrusive<c10d::PrefixStore>("frugal", store);
 }
+
+/// Every rank publishes its machine and pid; returns the other ranks on this machine.
+LocalPeers exchange_peers(c10d::Store& store, const DistributedEnv& env) {
+  const std::string here = machine_id();
+  const std::string mine = here + " " + std::to_string(::getpid());
+  store.set("peer/" + std::to_string(env.rank), std::vector<uint8_t>(mine.begin(), mine.end()));
+  LocalPeers peers;
+  for (int64_t r = 0; r < env.world_size; ++r) {
+    if (r == env.rank) continue;
+    const std::vector<uint8_t> bytes = store.get("peer/" + std::to_string(r));
+    const std::string text(bytes.begin(), bytes.end());
+    const size_t space = text.rfind(' ');
+    if (space == std::string::npos || text.substr(0, space) != here) continue;
+    peers.ranks.emplace_back(r, static_cast<pid_t>(std::atoll(text.c_str() + space + 1)));
+  }
+  return peers;
+}
 #endif
 
 #ifdef USE_C10D_GLOO
@@ -556,14 +618,7 @@ std::unique_ptr<ShmAllReduce> open_shared_memory(c10d::Store& store, c10d::Proce
   // list and so decide alike, even when their settings differ. LOCAL_WORLD_SIZE alone is not
   // trusted: it may be a guess (Slurm without SLURM_NTASKS_PER_NODE).
   std::string here = "off";
-  if (config.shared_memory && env.local_world_size == env.world_size) {
-    char host[256] = {};
-    ::gethostname(host, sizeof(host) - 1);
-    std::ifstream boot("/proc/sys/kernel/random/boot_id");
-    std::string boot_id;
-    std::getline(boot, boot_id);
-    here = std::string(host) + "/" + boot_id;
-  }
+  if (config.shared_memory && env.local_world_size == env.world_size) here = machine_id();
   store.set("shm_host/" + std::to_string(env.rank), std::vector<uint8_t>(here.begin(), here.end()));
   const std::vector<uint8_t> rank0 = store.get("shm_host/0");
   if (std::string(rank0.begin(), rank0.end()) == "off") return nullptr;
@@ -630,7 +685,8 @@ std::unique_ptr<Strategy> make_data_parallel(const TrainerOptions& options,
       std::cerr << "frugal: data parallel on " << env.world_size << " CUDA ranks (NCCL)\n";
     }
     return std::make_unique<DataParallel<c10d::ProcessGroupNCCL>>(
-        pg, env, c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank)), config);
+        pg, env, c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank)), config,
+        exchange_peers(*store, env));
 #else
     FRUGAL_CHECK(false,
                  "data parallel on CUDA needs NCCL, and this build of frugal has none (LibTorch "
@@ -663,8 +719,9 @@ std::unique_ptr<Strategy> make_data_parallel(const TrainerOptions& options,
     std::cerr << "frugal: data parallel on " << env.world_size << " CPU ranks (Gloo), gradients "
               << (shm ? "through shared memory" : "over Gloo") << "\n";
   }
-  return std::make_unique<DataParallel<c10d::ProcessGroupGloo>>(pg, env, c10::Device(c10::kCPU),
-                                                                config, std::move(shm));
+  LocalPeers peers = exchange_peers(*store, env);
+  return std::make_unique<DataParallel<c10d::ProcessGroupGloo>>(
+      pg, env, c10::Device(c10::kCPU), config, std::move(peers), std::move(shm));
 #else
   FRUGAL_CHECK(false, "data-parallel training (WORLD_SIZE=", env.world_size,
                ") needs c10d's Gloo backend on CPU, and this build of frugal has none (Gloo's "

@@ -100,24 +100,6 @@ std::string errno_text(int err) { return std::strerror(err); }
 
 double seconds(std::chrono::milliseconds ms) { return static_cast<double>(ms.count()) / 1000.0; }
 
-// True when `pid` no longer runs: gone (ESRCH), or a zombie that its parent has not reaped yet
-// (kill() still succeeds on those, and launchers may poll their children only every few seconds).
-bool process_exited(int64_t pid) {
-  if (pid <= 0) return false;
-  if (::kill(static_cast<pid_t>(pid), 0) == -1) return errno == ESRCH;
-  char path[64];
-  std::snprintf(path, sizeof(path), "/proc/%lld/stat", static_cast<long long>(pid));
-  std::FILE* f = std::fopen(path, "r");
-  if (f == nullptr) return false;
-  char buf[512];
-  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
-  std::fclose(f);
-  buf[n] = '\0';
-  // "pid (comm) S ...": comm may hold spaces and parentheses, the state follows the last ')'.
-  const char* close = std::strrchr(buf, ')');
-  if (close == nullptr || close[1] != ' ') return false;
-  return close[2] == 'Z' || close[2] == 'X';
-}
 
 bool summable(at::ScalarType t) {
   return at::isFloatingType(t) || at::isComplexType(t) ||
@@ -142,6 +124,25 @@ RankLine* rank_lines(char* base) {
   return reinterpret_cast<RankLine*>(base + sizeof(SegmentHeader));
 }
 }  // namespace
+
+// True when `pid` no longer runs: gone (ESRCH), or a zombie that its parent has not reaped yet
+// (kill() still succeeds on those, and launchers may poll their children only every few seconds).
+bool process_exited(int64_t pid) {
+  if (pid <= 0) return false;
+  if (::kill(static_cast<pid_t>(pid), 0) == -1) return errno == ESRCH;
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%lld/stat", static_cast<long long>(pid));
+  std::FILE* f = std::fopen(path, "r");
+  if (f == nullptr) return false;
+  char buf[512];
+  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  // "pid (comm) S ...": comm may hold spaces and parentheses, the state follows the last ')'.
+  const char* close = std::strrchr(buf, ')');
+  if (close == nullptr || close[1] != ' ') return false;
+  return close[2] == 'Z' || close[2] == 'X';
+}
 
 ShmAllReduce::ShmAllReduce(std::string name, int64_t rank, int64_t world_size,
                            int64_t capacity_bytes, std::chrono::milliseconds timeout)

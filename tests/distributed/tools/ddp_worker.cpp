@@ -15,6 +15,8 @@
 #include <limits>
 #include <thread>
 
+#include <unistd.h>
+
 #include "test_support.h"
 
 namespace {
@@ -106,6 +108,24 @@ struct Saboteur : frugal::Callback {
   int64_t kill_rank = -1, kill_step = -1, hang_rank = -1, hang_step = -1;
   int64_t stop_rank = -1, stop_step = -1, signal_rank = -1, signal_step = -1;
   int64_t val_stop_rank = -1, val_stop_step = -1;
+  int64_t backward_kill_rank = -1, backward_kill_step = -1, save_kill_rank = -1, save_kill_step = -1;
+  bool backward_armed = false;  // read by the gradient hook main() registers
+  const frugal::Trainer* trainer = nullptr;
+  void on_fit_start(frugal::Trainer& t, frugal::Task&) override { trainer = &t; }
+  void on_train_batch_start(frugal::Trainer& t, frugal::Task&, const frugal::Batch&,
+                            int64_t) override {
+    // The step this batch's optimizer step will complete is global_step + 1.
+    backward_armed = t.global_rank() == backward_kill_rank &&
+                     t.state().global_step + 1 >= backward_kill_step;
+  }
+  /// Called while a checkpoint is being written (every rank's callbacks give their state).
+  frugal::StateDict state_dict() const override {
+    if (trainer != nullptr && trainer->global_rank() == save_kill_rank &&
+        trainer->state().global_step >= save_kill_step) {
+      std::raise(SIGKILL);
+    }
+    return {};
+  }
   void on_validation_end(frugal::Trainer& trainer, frugal::Task&) override {
     if (trainer.global_rank() == val_stop_rank && trainer.state().global_step >= val_stop_step &&
         !trainer.state().sanity_checking) {
@@ -158,6 +178,16 @@ int main(int argc, char** argv) {
   app.add_option("--signal-step", sab.signal_step);
   app.add_option("--val-stop-rank", sab.val_stop_rank, "requests a stop in a validation");
   app.add_option("--val-stop-step", sab.val_stop_step, "... from this global step on");
+  app.add_option("--backward-kill-rank", sab.backward_kill_rank,
+                 "SIGKILL inside the backward pass (while the gradient all-reduce runs) of the "
+                 "step that completes --backward-kill-step");
+  app.add_option("--backward-kill-step", sab.backward_kill_step);
+  app.add_option("--save-kill-rank", sab.save_kill_rank,
+                 "SIGKILL while a checkpoint of --save-kill-step or later is written");
+  app.add_option("--save-kill-step", sab.save_kill_step);
+  int64_t ckpt_every = 0;
+  app.add_option("--ckpt-every", ckpt_every,
+                 "a checkpoint every n steps (all kept, and last.ckpt) in <root>/ckpts");
   int64_t val_every = 0;
   app.add_option("--val-every", val_every, "fit: validate every n batches (0: no validation)");
   int64_t nan_rank = -1, nan_step = -1;
@@ -176,6 +206,9 @@ int main(int argc, char** argv) {
     torch::set_num_threads(1);
     const char* rank_env = std::getenv("RANK");
     const int64_t rank = rank_env ? std::atoll(rank_env) : 0;
+    // For the fault tests: which process is which rank (rank 0's pid names the job's shared
+    // memory segment, /dev/shm/frugal-<pid>-...).
+    std::ofstream(root + "/pid.rank" + std::to_string(rank)) << ::getpid() << "\n";
     // Ranks start from different weights: fit and evaluation must broadcast rank 0's.
     torch::manual_seed(static_cast<uint64_t>(seed + 1000 * rank));
     frugal::Classifier::Forward fwd;
@@ -198,7 +231,26 @@ int main(int argc, char** argv) {
     std::vector<std::shared_ptr<frugal::Logger>> loggers;
     if (!logger.empty() && logger != "default") loggers = frugal::make_file_loggers(logger, root);
     auto saboteur = std::make_shared<Saboteur>(sab);
-    frugal::Trainer trainer(options, {saboteur}, loggers);
+    for (auto& p : net->parameters()) {
+      // The first layer's weight: its gradient comes last, while the later layers' gradient
+      // buckets are being all-reduced.
+      if (!p.requires_grad()) continue;
+      p.register_hook([saboteur](const at::Tensor& g) {
+        if (saboteur->backward_armed) std::raise(SIGKILL);
+        return g;
+      });
+      break;
+    }
+    std::vector<std::shared_ptr<frugal::Callback>> callbacks = {saboteur};
+    if (ckpt_every > 0) {
+      callbacks.push_back(std::make_shared<frugal::ModelCheckpoint>(
+          frugal::ModelCheckpointOptions()
+              .dirpath(root + "/ckpts")
+              .every_n_train_steps(ckpt_every)
+              .save_top_k(-1)
+              .save_last(true)));
+    }
+    frugal::Trainer trainer(options, callbacks, loggers);
     std::map<std::string, double> results;
     if (mode == "fit") {
       auto train = std::make_shared<frugal::TensorLoader>(
