@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -345,9 +346,12 @@ void TensorBoardLogger::log_text(const std::string& tag, const std::string& text
 void TensorBoardLogger::flush() {
   if (pending_.empty()) return;
   // One write of whole records, then fsync: a crash leaves complete records and at most one cut
-  // record at the end, which readers (TensorBoard's included) skip.
+  // record at the end, which readers (TensorBoard's included) skip. A failed write (disk full) is
+  // cut back to the last whole record and its records stay pending: the next flush appends them
+  // whole, instead of after a torn record that would end every reader there.
   const int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
   FRUGAL_CHECK(fd >= 0, "TensorBoardLogger: cannot open '", path_, "': ", std::strerror(errno));
+  const off_t whole = ::lseek(fd, 0, SEEK_END);
   const char* data = pending_.data();
   size_t left = pending_.size();
   int error = 0;
@@ -362,6 +366,10 @@ void TensorBoardLogger::flush() {
     left -= static_cast<size_t>(n);
   }
   if (error == 0 && ::fsync(fd) != 0) error = errno;
+  if (error != 0 && whole >= 0 && ::ftruncate(fd, whole) != 0) {
+    std::fprintf(stderr, "TensorBoardLogger: could not cut '%s' back to %lld bytes: %s\n",
+                 path_.c_str(), static_cast<long long>(whole), std::strerror(errno));
+  }
   ::close(fd);
   FRUGAL_CHECK(error == 0, "TensorBoardLogger: cannot append to '", path_,
                "': ", std::strerror(error));

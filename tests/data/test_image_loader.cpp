@@ -226,3 +226,42 @@ TEST(ImageLoader, NormalizeBatchIsToTensorThenNormalize) {
             }).find("need 3 values"),
             std::string::npos);
 }
+
+TEST(ImageLoader, FilesChangedUnderARunningEpoch) {
+  // Images deleted or truncated while an epoch runs (a sync job, a full disk, a user tidying up):
+  // the loader names the file (kRaise) or substitutes and counts it (kSkip); never a crash. The
+  // loader decodes at most batches_ahead batches ahead, so files of the last batches are read
+  // after the change.
+  SKIP_WITHOUT_PIL();
+  frugal::ImageFolder source(image_set());
+  ASSERT_GE(source.samples().size(), 24u);
+  for (const auto policy : {frugal::OnBadSample::kRaise, frugal::OnBadSample::kSkip}) {
+    const std::string dir = frugal::testing::temp_dir("image_loader_changed");
+    std::vector<frugal::ImageSample> samples;
+    for (size_t k = 0; k < 24; ++k) {
+      const fs::path from = source.samples()[k].path;
+      const std::string to = dir + "/" + std::to_string(k) + from.extension().string();
+      fs::copy_file(from, to, fs::copy_options::overwrite_existing);
+      samples.push_back({to, source.samples()[k].label});
+    }
+    frugal::ImageLoader loader(
+        samples, std::make_shared<frugal::Resize>(16, 16), 16, 16,
+        frugal::ImageLoaderOptions(2).threads(2).batches_ahead(2).on_bad_sample(policy));
+    loader.start_epoch(0);
+    ASSERT_TRUE(loader.next().has_value());
+    fs::remove(samples[20].path);                  // batch 10
+    fs::resize_file(samples[22].path, 40);         // batch 11: a torn copy
+    int64_t batches = 1;
+    const std::string message = frugal::testing::error_message([&] {
+      while (loader.next()) ++batches;
+    });
+    if (policy == frugal::OnBadSample::kRaise) {
+      EXPECT_NE(message.find("'" + samples[20].path + "'"), std::string::npos) << message;
+      EXPECT_EQ(batches, 10);
+    } else {
+      EXPECT_EQ(message, "no error");
+      EXPECT_EQ(batches, 12);
+      EXPECT_EQ(loader.bad_samples(), 2);
+    }
+  }
+}

@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -412,4 +415,43 @@ TEST(TensorBoardLogger, TrainerDefaultWritesCsvAndTensorBoardInOneFolder) {
   EXPECT_NE(out.find("SCALAR train/loss 16 "), std::string::npos) << out;
   EXPECT_NE(out.find("HPARAM max_epochs number_value 2.0\n"), std::string::npos) << out;
   EXPECT_NE(out.find("STATUS 1\n"), std::string::npos) << out;
+}
+
+// Disk full while records are appended: RLIMIT_FSIZE makes write() fail part-way (EFBIG), as a
+// full disk does (ENOSPC). The file is cut back to its last whole record, the error names it,
+// and the records that failed are appended whole by the next flush once there is space.
+TEST(TensorBoardLogger, DiskFullKeepsWholeRecordsAndRetriesTheFailedOnes) {
+  const std::string dir = temp_dir("tb_disk_full");
+  frugal::TensorBoardLogger logger(frugal::TensorBoardLoggerOptions().save_dir(dir));
+  logger.log_metrics({{"train/loss", 1.5}}, 1, 0);
+  const std::string path = logger.event_file();
+  const auto whole = fs::file_size(path);
+  const size_t records = frugal::detail::read_tfrecords(path).records.size();
+
+  rlimit saved{};
+  getrlimit(RLIMIT_FSIZE, &saved);
+  rlimit small = saved;
+  small.rlim_cur = whole + 10;  // less than one more record
+  auto previous = std::signal(SIGXFSZ, SIG_IGN);
+  setrlimit(RLIMIT_FSIZE, &small);
+  const std::string message =
+      error_message([&] { logger.log_metrics({{"train/loss", 1.25}}, 2, 0); });
+  const auto after_failure = fs::file_size(path);
+  setrlimit(RLIMIT_FSIZE, &saved);  // space is back
+  std::signal(SIGXFSZ, previous);
+
+  EXPECT_NE(message.find("cannot append to '" + path + "'"), std::string::npos) << message;
+  EXPECT_NE(message.find("File too large"), std::string::npos) << message;
+  EXPECT_EQ(after_failure, whole) << "cut back to the last whole record";
+  logger.log_metrics({{"train/loss", 1.0}}, 3, 0);  // flushes
+  const auto file = frugal::detail::read_tfrecords(path);
+  EXPECT_EQ(file.trailing_bytes, 0u);
+  ASSERT_EQ(file.records.size(), records + 2) << "the failed record, then the next one";
+  std::vector<int64_t> steps;
+  for (size_t k = records; k < file.records.size(); ++k) {
+    for (const Field& f : decode(file.records[k])) {
+      if (f.number == 2) steps.push_back(static_cast<int64_t>(f.varint));  // Event.step
+    }
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{2, 3}));
 }
