@@ -1,4 +1,4 @@
-// Shared by the libFuzzer harnesses (fuzz/README.md): the input as a file, for readers that take
+// Shared by the libFuzzer harnesses (docs/reliability.md): the input as a file, for readers that take
 // a path, and the one rule every harness checks.
 //
 // The rule (docs/reliability.md): a reader of outside bytes either returns or throws
