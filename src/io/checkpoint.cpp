@@ -11,6 +11,7 @@
 //                           the frugal version (full checkpoints only)
 #include "frugal/io/checkpoint.h"
 
+#include <caffe2/serialize/inline_container.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <torch/serialize.h>
@@ -27,6 +28,7 @@
 #include "frugal/error.h"
 #include "io/checkpoint_io.h"
 #include "io/checksum.h"
+#include "io/pickle_scan.h"
 
 namespace frugal {
 
@@ -193,6 +195,27 @@ void plan_module(torch::nn::Module& module, torch::serialize::InputArchive& arch
 }
 }  // namespace
 
+namespace {
+// LibTorch's unpickler reserves what a length field claims before reading the bytes
+// (io/pickle_scan.h): the archive's pickles are checked first, so that a damaged checkpoint
+// without a checksum (or read with verify = false) cannot make it allocate gigabytes.
+std::string pickle_problem(const std::string& path) {
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    for (const char* name : {"data.pkl", "constants.pkl"}) {
+      if (!reader.hasRecord(name)) continue;
+      auto [ptr, n] = reader.getRecord(name);
+      std::string problem = pickle_length_problem(static_cast<const char*>(ptr.get()), n);
+      if (!problem.empty()) return std::string(name) + ": " + problem;
+    }
+  } catch (const std::exception& e) {
+    const std::string reason = e.what();
+    return reason.substr(0, reason.find('\n'));
+  }
+  return {};
+}
+}  // namespace
+
 LoadedCheckpoint open_checkpoint(const std::string& path, c10::Device device, bool verify) {
   FRUGAL_CHECK(!path.empty(), "checkpoint path is empty");
   FRUGAL_CHECK(std::filesystem::is_regular_file(path), "checkpoint file not found: ", path);
@@ -203,6 +226,9 @@ LoadedCheckpoint open_checkpoint(const std::string& path, c10::Device device, bo
   }
   LoadedCheckpoint ckpt;
   ckpt.path = path;
+  const std::string problem = pickle_problem(path);
+  FRUGAL_CHECK(problem.empty(), "cannot read checkpoint ", path,
+               ": the file is truncated, corrupt or not a LibTorch archive (", problem, ")");
   try {
     ckpt.root.load_from(path, device);
   } catch (const std::exception& e) {

@@ -15,6 +15,7 @@
 #include "frugal/error.h"
 #include "frugal/io/weights.h"
 #include "io/checkpoint_io.h"
+#include "io/pickle_scan.h"
 #include "test_support.h"
 
 namespace {
@@ -50,6 +51,36 @@ TEST(FuzzRegressions, DamagedCheckpointIsRefusedWithAndWithoutChecksum) {
         [&] { frugal::detail::open_checkpoint(path, c10::Device(c10::kCPU), verify); });
     EXPECT_NE(message.find(path), std::string::npos) << verify << ": " << message;
   }
+}
+
+// fuzz_checkpoint: a checkpoint (opened without its checksum) whose data.pkl holds a BINUNICODE
+// of 788,529,160 bytes: LibTorch's unpickler reserved that much (and one) before reading. frugal
+// checks the pickle's lengths first (io/pickle_scan.h) and allocates nothing.
+TEST(FuzzRegressions, PickleLengthPastItsEndIsRefusedBeforeLibTorchReadsIt) {
+  const std::string path = kDir + "/checkpoint/oom-pickle-length.ckpt";
+  const std::string message = frugal::testing::error_message(
+      [&] { frugal::detail::open_checkpoint(path, c10::Device(c10::kCPU), /*verify=*/false); });
+  EXPECT_NE(message.find("cannot read checkpoint " + path), std::string::npos) << message;
+  EXPECT_NE(message.find("(data.pkl: opcode 0x58 at byte 2307 claims 788529160 bytes, 361 remain)"),
+            std::string::npos)
+      << message;
+}
+
+TEST(FuzzRegressions, PickleLengthCheckWalksEveryOpcodeKind) {
+  using frugal::detail::pickle_length_problem;
+  // PROTO 2, EMPTY_DICT, SHORT_BINUNICODE "ab", BININT1 7, SETITEM, GLOBAL "m\nn\n", POP, STOP
+  const std::string good("\x80\x02}\x8c\x02" "abK\x07sc" "m\nn\n0.", 17);
+  EXPECT_EQ(pickle_length_problem(good.data(), good.size()), "");
+  const std::string long_string("\x80\x02X\xff\xff\xff\x00" "ab.", 10);
+  EXPECT_EQ(pickle_length_problem(long_string.data(), long_string.size()),
+            "opcode 0x58 at byte 2 claims 16777215 bytes, 3 remain");
+  const std::string cut("\x80\x02J\x01", 4);
+  EXPECT_EQ(pickle_length_problem(cut.data(), cut.size()), "opcode 0x4a at byte 2 is cut short");
+  const std::string no_stop("\x80\x02N", 3);
+  EXPECT_EQ(pickle_length_problem(no_stop.data(), no_stop.size()), "the pickle has no STOP");
+  const std::string unknown("\x80\x02\xff.", 4);
+  EXPECT_EQ(pickle_length_problem(unknown.data(), unknown.size()),
+            "unknown pickle opcode 0xff at byte 2");
 }
 
 // fuzz_jpeg: a 485-byte CMYK JPEG claiming 49925x255 pixels took 1.4 s under ASan and coverage.

@@ -1,5 +1,6 @@
-// JPEG files through frugal's decoder (frugal::decode_image, in memory), to RGB and to gray.
-// fuzz_jpeg and fuzz_png run the same code on different seed corpora and dictionaries.
+// Image files through frugal's decoder (frugal::decode_image, in memory), to RGB and to gray.
+// Built twice, as fuzz_jpeg and fuzz_png: the same code on different seed corpora and
+// dictionaries (fuzz/CMakeLists.txt).
 #include <cstddef>
 #include <cstdint>
 
@@ -13,8 +14,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const bool capped = (frugal::set_max_image_pixels(int64_t{1} << 22), true);
   (void)capped;
   FRUGAL_FUZZ_EXPECT_ERROR_ONLY(
-      frugal::decode_image(data, size, frugal::ColorMode::kRGB, "fuzz-input.jpeg"));
+      frugal::decode_image(data, size, frugal::ColorMode::kRGB, "fuzz-input"));
   FRUGAL_FUZZ_EXPECT_ERROR_ONLY(
-      frugal::decode_image(data, size, frugal::ColorMode::kGray, "fuzz-input.jpeg"));
+      frugal::decode_image(data, size, frugal::ColorMode::kGray, "fuzz-input"));
   return 0;
 }
