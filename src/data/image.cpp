@@ -67,12 +67,15 @@ namespace {
 std::atomic<int64_t> g_max_image_pixels{2 * int64_t{89478485}};
 
 /// An error when `width x height` is over max_image_pixels(), else an empty string.
-[[maybe_unused]] std::string pixel_limit_error(const std::string& name, const char* format, int64_t width,
-                              int64_t height) {
+/// (Header sizes are at most 32 bits each, so their product fits in 64 unsigned bits; fuzz_png
+/// found the signed product overflowing.)
+[[maybe_unused]] std::string pixel_limit_error(const std::string& name, const char* format,
+                                               uint64_t width, uint64_t height) {
   const int64_t limit = g_max_image_pixels.load(std::memory_order_relaxed);
-  if (limit <= 0 || width * height <= limit) return {};
+  const uint64_t pixels = width * height;
+  if (limit <= 0 || pixels <= static_cast<uint64_t>(limit)) return {};
   return detail::concat("cannot decode '", name, "' (", format, "): its header claims ", width,
-                        "x", height, " = ", width * height,
+                        "x", height, " = ", pixels,
                         " pixels, over the limit of max_image_pixels() = ", limit,
                         " (PIL's decompression-bomb limit; frugal::set_max_image_pixels raises it)");
 }
@@ -223,8 +226,8 @@ Image decode_png(const uint8_t* data, size_t size, ColorMode mode, const std::st
   // reads further: png_read_info reads up to the first IDAT.
   if (size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0) {
     auto be32 = [&](size_t at) {
-      return int64_t{data[at]} << 24 | int64_t{data[at + 1]} << 16 | int64_t{data[at + 2]} << 8 |
-             int64_t{data[at + 3]};
+      return uint64_t{data[at]} << 24 | uint64_t{data[at + 1]} << 16 | uint64_t{data[at + 2]} << 8 |
+             uint64_t{data[at + 3]};
     };
     if (std::string e = pixel_limit_error(name, "PNG", be32(16), be32(20)); !e.empty()) {
       throw Error(e);

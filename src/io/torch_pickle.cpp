@@ -37,7 +37,7 @@ struct Value {
   at::Tensor tensor;                                // tensor or storage
 };
 
-ValuePtr make(Value::Kind k) {
+ValuePtr new_value(Value::Kind k) {
   auto v = std::make_shared<Value>();
   v->kind = k;
   return v;
@@ -64,6 +64,18 @@ class Unpickler {
   Unpickler(caffe2::serialize::PyTorchStreamReader& reader, const char* data, size_t size,
             std::string path)
       : reader_(reader), p_(data), end_(data + size), path_(std::move(path)) {}
+  // A pickle can put a list or dict into itself (through the memo): shared_ptr cycles, which
+  // fuzz_torch_pickle found leaking. Every container made here is emptied when the reader ends.
+  ~Unpickler() {
+    for (const auto& weak : made_) {
+      if (ValuePtr v = weak.lock()) {
+        v->items.clear();
+        v->dict.clear();
+      }
+    }
+  }
+  Unpickler(const Unpickler&) = delete;
+  Unpickler& operator=(const Unpickler&) = delete;
 
   ValuePtr run() {
     while (true) {
@@ -384,7 +396,14 @@ class Unpickler {
   const char* const begin_ = p_;
   const char* end_;
   std::string path_;
+  ValuePtr make(Value::Kind k) {
+    ValuePtr v = new_value(k);
+    made_.push_back(v);
+    return v;
+  }
+
   std::vector<ValuePtr> stack_;
+  std::vector<std::weak_ptr<Value>> made_;
   std::unordered_map<uint64_t, ValuePtr> memo_;
   std::unordered_map<std::string, at::Tensor> storages_;
 };

@@ -81,8 +81,14 @@ TEST(DdpFaults, RankKilledWhileSavingThenResumedOnFewerRanks) {
       dir + "/run.log", "FRUGAL_DDP_TIMEOUT_SECONDS=20");
   EXPECT_NE(r.exit_code, 0) << r.log;
   EXPECT_LT(r.seconds, 60) << r.log;
-  EXPECT_NE(r.log.find("frugal-launch: rank 0 (pid " + pid_of(dir, 0) + ") was killed by signal 9"),
+  const std::string pid0 = pid_of(dir, 0);
+  EXPECT_NE(r.log.find("frugal-launch: rank 0 (pid " + pid0 + ") was killed by signal 9"),
             std::string::npos)
+      << r.log;
+  // The survivor, waiting for rank 0 at the save's barrier, names it.
+  EXPECT_TRUE(std::regex_search(
+      r.log, std::regex("frugal: rank 1: fit failed: data parallel: .*rank 0 \\(pid " + pid0 +
+                        "\\) has exited")))
       << r.log;
   std::vector<std::string> finals;
   for (const auto& e : fs::directory_iterator(dir + "/ckpts")) {
@@ -94,7 +100,7 @@ TEST(DdpFaults, RankKilledWhileSavingThenResumedOnFewerRanks) {
   std::sort(finals.begin(), finals.end());
   ASSERT_EQ(finals.size(), 3u) << r.log;  // step 2, step 4, last.ckpt (= step 4)
   EXPECT_EQ(finals.back(), "last.ckpt");
-  EXPECT_TRUE(shm_segments(pid_of(dir, 0)).empty());
+  EXPECT_TRUE(shm_segments(pid0).empty());
 
   // Resumed from last.ckpt as one process: continues at step 4 and ends at max_steps.
   const std::string again = ft::temp_dir("ddp_fault_save_resume");

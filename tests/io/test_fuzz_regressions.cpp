@@ -17,6 +17,7 @@
 #include "io/checkpoint_io.h"
 #include "io/pickle_scan.h"
 #include "test_support.h"
+#include "torch_archive.h"
 
 namespace {
 
@@ -81,6 +82,30 @@ TEST(FuzzRegressions, PickleLengthCheckWalksEveryOpcodeKind) {
   const std::string unknown("\x80\x02\xff.", 4);
   EXPECT_EQ(pickle_length_problem(unknown.data(), unknown.size()),
             "unknown pickle opcode 0xff at byte 2");
+}
+
+// fuzz_torch_pickle: a state dict put into itself as its own key and value (through the memo):
+// the reader's shared_ptr graph had a cycle and leaked it (LeakSanitizer, in scripts/sanitize).
+TEST(FuzzRegressions, PickledContainerInsideItselfIsRefusedWithoutALeak) {
+  const std::vector<uint8_t> pickle = bytes(kDir + "/torch_pickle/leak-container-in-itself.pkl");
+  const std::string archive = frugal::fuzz::torch_save_archive(pickle.data(), pickle.size());
+  const std::string path = frugal::testing::temp_dir("fuzz_regressions") + "/cycle.pt";
+  std::ofstream(path, std::ios::binary) << archive;
+  const std::string message =
+      frugal::testing::error_message([&] { frugal::read_torch_state_dict(path); });
+  EXPECT_NE(message.find("read_torch_state_dict: '" + path + "'"), std::string::npos) << message;
+}
+
+// fuzz_png: a PNG header claiming 3941264106 x 3941264106 pixels overflowed the signed product in
+// the pixel limit's own check (UBSan).
+TEST(FuzzRegressions, HugePngSizeIsRefusedWithoutOverflow) {
+  const std::string path = kDir + "/png/crash-overflowing-size.png";
+  const std::vector<uint8_t> data = bytes(path);
+  const std::string message = frugal::testing::error_message(
+      [&] { frugal::decode_image(data.data(), data.size(), frugal::ColorMode::kRGB, path); });
+  EXPECT_NE(message.find("its header claims 3941264106x3941264106 = 15533562753243979236 pixels"),
+            std::string::npos)
+      << message;
 }
 
 // fuzz_jpeg: a 485-byte CMYK JPEG claiming 49925x255 pixels took 1.4 s under ASan and coverage.
