@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <iostream>
 #include <set>
+#include <sstream>
 
 #include "frugal/error.h"
 #include "io/checkpoint_io.h"
@@ -132,6 +133,29 @@ StateDict from_ivalue(const c10::IValue& value) {
   return out;
 }
 
+namespace {
+// LibTorch's unpickler reserves what a length field claims before reading the bytes
+// (io/pickle_scan.h): the archive's pickles are checked first, so that a damaged checkpoint
+// without a checksum (or read with verify = false) cannot make it allocate gigabytes.
+// `open` makes the archive's reader (a file, or bytes in memory).
+template <class Open>
+std::string pickle_problem(Open open) {
+  try {
+    std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader = open();
+    for (const char* name : {"data.pkl", "constants.pkl"}) {
+      if (!reader->hasRecord(name)) continue;
+      auto [ptr, n] = reader->getRecord(name);
+      std::string problem = pickle_length_problem(static_cast<const char*>(ptr.get()), n);
+      if (!problem.empty()) return std::string(name) + ": " + problem;
+    }
+  } catch (const std::exception& e) {
+    const std::string reason = e.what();
+    return reason.substr(0, reason.find('\n'));
+  }
+  return {};
+}
+}  // namespace
+
 at::Tensor pack(const StateDict& state) {
   std::vector<char> bytes = torch::pickle_save(to_ivalue(state));
   at::Tensor t = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
@@ -143,6 +167,12 @@ StateDict unpack(const at::Tensor& packed) {
   at::Tensor t = packed.to(at::kCPU).contiguous();
   std::vector<char> bytes(static_cast<size_t>(t.numel()));
   std::memcpy(bytes.data(), t.data_ptr(), bytes.size());
+  // The packed state is a pickle_save archive in memory: its pickle is checked as the file's is
+  // (fuzz_checkpoint found a length field here that made LibTorch reserve 1.3 GB).
+  std::istringstream in(std::string(bytes.begin(), bytes.end()));
+  const std::string problem =
+      pickle_problem([&] { return std::make_unique<caffe2::serialize::PyTorchStreamReader>(&in); });
+  FRUGAL_CHECK(problem.empty(), "its pickle is damaged: ", problem);
   return from_ivalue(torch::pickle_load(bytes));
 }
 
@@ -195,26 +225,6 @@ void plan_module(torch::nn::Module& module, torch::serialize::InputArchive& arch
 }
 }  // namespace
 
-namespace {
-// LibTorch's unpickler reserves what a length field claims before reading the bytes
-// (io/pickle_scan.h): the archive's pickles are checked first, so that a damaged checkpoint
-// without a checksum (or read with verify = false) cannot make it allocate gigabytes.
-std::string pickle_problem(const std::string& path) {
-  try {
-    caffe2::serialize::PyTorchStreamReader reader(path);
-    for (const char* name : {"data.pkl", "constants.pkl"}) {
-      if (!reader.hasRecord(name)) continue;
-      auto [ptr, n] = reader.getRecord(name);
-      std::string problem = pickle_length_problem(static_cast<const char*>(ptr.get()), n);
-      if (!problem.empty()) return std::string(name) + ": " + problem;
-    }
-  } catch (const std::exception& e) {
-    const std::string reason = e.what();
-    return reason.substr(0, reason.find('\n'));
-  }
-  return {};
-}
-}  // namespace
 
 LoadedCheckpoint open_checkpoint(const std::string& path, c10::Device device, bool verify) {
   FRUGAL_CHECK(!path.empty(), "checkpoint path is empty");
@@ -226,7 +236,8 @@ LoadedCheckpoint open_checkpoint(const std::string& path, c10::Device device, bo
   }
   LoadedCheckpoint ckpt;
   ckpt.path = path;
-  const std::string problem = pickle_problem(path);
+  const std::string problem =
+      pickle_problem([&] { return std::make_unique<caffe2::serialize::PyTorchStreamReader>(path); });
   FRUGAL_CHECK(problem.empty(), "cannot read checkpoint ", path,
                ": the file is truncated, corrupt or not a LibTorch archive (", problem, ")");
   try {
@@ -254,8 +265,6 @@ LoadedCheckpoint open_checkpoint(const std::string& path, c10::Device device, bo
                  " has no trainer_state entry: it is damaged");
     try {
       ckpt.state = unpack(packed);
-    } catch (const frugal::Error&) {
-      throw;
     } catch (const std::exception& e) {
       FRUGAL_CHECK(false, "checkpoint ", path, ": its trainer state cannot be read (", e.what(),
                    ")");

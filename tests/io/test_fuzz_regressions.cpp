@@ -67,6 +67,19 @@ TEST(FuzzRegressions, PickleLengthPastItsEndIsRefusedBeforeLibTorchReadsIt) {
       << message;
 }
 
+// fuzz_checkpoint, again: the same in the trainer state, a pickle_save archive packed into the
+// checkpoint as a tensor (LibTorch reserved 1.3 GB).
+TEST(FuzzRegressions, PickleLengthInTheTrainerStateIsRefusedToo) {
+  const std::string path = kDir + "/checkpoint/oom-trainer-state-length.ckpt";
+  const std::string message = frugal::testing::error_message(
+      [&] { frugal::detail::open_checkpoint(path, c10::Device(c10::kCPU), /*verify=*/false); });
+  EXPECT_NE(message.find("checkpoint " + path +
+                         ": its trainer state cannot be read (its pickle is damaged: data.pkl: "
+                         "opcode 0x58 at byte"),
+            std::string::npos)
+      << message;
+}
+
 TEST(FuzzRegressions, PickleLengthCheckWalksEveryOpcodeKind) {
   using frugal::detail::pickle_length_problem;
   // PROTO 2, EMPTY_DICT, SHORT_BINUNICODE "ab", BININT1 7, SETITEM, GLOBAL "m\nn\n", POP, STOP
