@@ -1,5 +1,5 @@
-// Shared by the libFuzzer harnesses (docs/reliability.md): the input as a file, for readers that take
-// a path, and the one rule every harness checks.
+// Shared by the libFuzzer harnesses (docs/reliability.md): the input as a file, for readers that
+// take a path, and the one rule every harness checks.
 //
 // The rule (docs/reliability.md): a reader of outside bytes either returns or throws
 // frugal::Error. Any other exception (c10::Error, std::bad_alloc, ...) escaping the reader is a
@@ -60,7 +60,7 @@ inline InputFile& input_file(const std::string& name) {
 
 /// Runs `body`; a frugal::Error is the expected way to refuse bad bytes.
 #define FRUGAL_FUZZ_EXPECT_ERROR_ONLY(...) \
-  try {                                     \
-    __VA_ARGS__;                            \
-  } catch (const ::frugal::Error&) {        \
+  try {                                    \
+    __VA_ARGS__;                           \
+  } catch (const ::frugal::Error&) {       \
   }

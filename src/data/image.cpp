@@ -74,10 +74,10 @@ std::atomic<int64_t> g_max_image_pixels{2 * int64_t{89478485}};
   const int64_t limit = g_max_image_pixels.load(std::memory_order_relaxed);
   const uint64_t pixels = width * height;
   if (limit <= 0 || pixels <= static_cast<uint64_t>(limit)) return {};
-  return detail::concat("cannot decode '", name, "' (", format, "): its header claims ", width,
-                        "x", height, " = ", pixels,
-                        " pixels, over the limit of max_image_pixels() = ", limit,
-                        " (PIL's decompression-bomb limit; frugal::set_max_image_pixels raises it)");
+  return detail::concat(
+      "cannot decode '", name, "' (", format, "): its header claims ", width, "x", height, " = ",
+      pixels, " pixels, over the limit of max_image_pixels() = ", limit,
+      " (PIL's decompression-bomb limit; frugal::set_max_image_pixels raises it)");
 }
 
 #ifdef FRUGAL_WITH_IMAGE_CODECS
@@ -297,7 +297,8 @@ Image decode_png(const uint8_t*, size_t, ColorMode, const std::string& name) {
 int64_t max_image_pixels() { return g_max_image_pixels.load(std::memory_order_relaxed); }
 
 void set_max_image_pixels(int64_t pixels) {
-  FRUGAL_CHECK(pixels >= 0, "set_max_image_pixels: expected a number of pixels >= 0 (0: no limit), got ",
+  FRUGAL_CHECK(pixels >= 0,
+               "set_max_image_pixels: expected a number of pixels >= 0 (0: no limit), got ",
                pixels);
   g_max_image_pixels.store(pixels, std::memory_order_relaxed);
 }

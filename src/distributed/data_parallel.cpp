@@ -4,11 +4,11 @@
 // that differs between LibTorch 1.13 and 2.x, and Debian's headers for it are incomplete.
 #include "distributed/data_parallel.h"
 
+#include <signal.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/nn/module.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>

@@ -100,7 +100,6 @@ std::string errno_text(int err) { return std::strerror(err); }
 
 double seconds(std::chrono::milliseconds ms) { return static_cast<double>(ms.count()) / 1000.0; }
 
-
 bool summable(at::ScalarType t) {
   return at::isFloatingType(t) || at::isComplexType(t) ||
          at::isIntegralType(t, /*includeBool=*/false);

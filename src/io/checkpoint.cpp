@@ -225,7 +225,6 @@ void plan_module(torch::nn::Module& module, torch::serialize::InputArchive& arch
 }
 }  // namespace
 
-
 LoadedCheckpoint open_checkpoint(const std::string& path, c10::Device device, bool verify) {
   FRUGAL_CHECK(!path.empty(), "checkpoint path is empty");
   FRUGAL_CHECK(std::filesystem::is_regular_file(path), "checkpoint file not found: ", path);
@@ -236,8 +235,8 @@ LoadedCheckpoint open_checkpoint(const std::string& path, c10::Device device, bo
   }
   LoadedCheckpoint ckpt;
   ckpt.path = path;
-  const std::string problem =
-      pickle_problem([&] { return std::make_unique<caffe2::serialize::PyTorchStreamReader>(path); });
+  const std::string problem = pickle_problem(
+      [&] { return std::make_unique<caffe2::serialize::PyTorchStreamReader>(path); });
   FRUGAL_CHECK(problem.empty(), "cannot read checkpoint ", path,
                ": the file is truncated, corrupt or not a LibTorch archive (", problem, ")");
   try {

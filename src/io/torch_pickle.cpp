@@ -459,8 +459,7 @@ TensorMap read_torch_state_dict(const std::string& path) {
     return read_archive(reader, path);
   } catch (const c10::Error& e) {
     FRUGAL_CHECK(false, "read_torch_state_dict: '", path,
-                 "' is not a readable torch.save zip archive (", e.what_without_backtrace(),
-                 ")");
+                 "' is not a readable torch.save zip archive (", e.what_without_backtrace(), ")");
   }
   return {};  // not reached
 }
@@ -470,82 +469,50 @@ TensorMap read_torch_state_dict(const std::string& path) {
 namespace frugal::detail {
 
 std::string pickle_length_problem(const char* data, size_t size) {
+  // Each opcode's argument (pickletools' table, protocols 0-5): none; a fixed number of bytes; a
+  // 1-, 4- or 8-byte little-endian length, then that many bytes; or one or two lines.
+  struct Kind {
+    const char* opcodes;
+    int fixed, prefix, lines;
+  };
+  static const Kind kKinds[] = {
+      {"(012NRabd}el]ostu)Q\x81\x85\x86\x87\x88\x89\x8f\x90\x91\x92\x93\x94\x97\x98", 0, 0, 0},
+      {"Khq\x80\x82", 1, 0, 0},
+      {"M\x83", 2, 0, 0},
+      {"Jjr\x84", 4, 0, 0},
+      {"G\x95", 8, 0, 0},
+      {"CU\x8a\x8c", 0, 1, 0},
+      {"TXB\x8b", 0, 4, 0},
+      {"\x8d\x8e\x96", 0, 8, 0},
+      {"ILFSVPgp", 0, 0, 1},
+      {"ci", 0, 0, 2},
+  };
   const auto* p = reinterpret_cast<const unsigned char*>(data);
   size_t pos = 0;
-  // Little-endian unsigned integer of n bytes at `at`.
-  auto le = [&](size_t at, int n) {
-    uint64_t v = 0;
-    for (int k = n - 1; k >= 0; --k) v = v << 8 | p[at + k];
-    return v;
-  };
   while (pos < size) {
     const size_t at = pos;
     const unsigned char op = p[pos++];
-    const size_t left = size - pos;
-    int fixed = -1;   // bytes of a fixed-size argument
-    int prefix = 0;   // bytes of a length prefix; the data follows
-    int lines = 0;    // newline-terminated arguments
-    switch (op) {
-      case '.':  // STOP
-        return {};
-      case '(': case '0': case '1': case '2': case 'N': case 'R': case 'a': case 'b': case 'd':
-      case '}': case 'e': case 'l': case ']': case 'o': case 's': case 't': case ')': case 'u':
-      case 'Q': case 0x81: case 0x85: case 0x86: case 0x87: case 0x88: case 0x89: case 0x8f:
-      case 0x90: case 0x91: case 0x92: case 0x93: case 0x94: case 0x97: case 0x98:
-        fixed = 0;
-        break;
-      case 'K': case 'h': case 'q': case 0x80: case 0x82:
-        fixed = 1;
-        break;
-      case 'M': case 0x83:
-        fixed = 2;
-        break;
-      case 'J': case 'j': case 'r': case 0x84:
-        fixed = 4;
-        break;
-      case 'G': case 0x95:
-        fixed = 8;
-        break;
-      case 'U': case 0x8c: case 'C': case 0x8a:
-        prefix = 1;
-        break;
-      case 'T': case 'X': case 'B': case 0x8b:
-        prefix = 4;
-        break;
-      case 0x8d: case 0x8e: case 0x96:
-        prefix = 8;
-        break;
-      case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': case 'g': case 'p':
-        lines = 1;
-        break;
-      case 'c': case 'i':
-        lines = 2;
-        break;
-      default:
-        return fmt::format("unknown pickle opcode 0x{:02x} at byte {}", op, at);
+    if (op == '.') return {};  // STOP
+    const Kind* kind = nullptr;
+    for (const Kind& k : kKinds) {
+      if (op != 0 && std::strchr(k.opcodes, op) != nullptr) kind = &k;
     }
-    if (fixed >= 0) {
-      if (static_cast<size_t>(fixed) > left) {
-        return fmt::format("opcode 0x{:02x} at byte {} is cut short", op, at);
-      }
-      pos += fixed;
-    } else if (prefix > 0) {
-      if (static_cast<size_t>(prefix) > left) {
-        return fmt::format("opcode 0x{:02x} at byte {} is cut short", op, at);
-      }
-      const uint64_t n = le(pos, prefix);
-      pos += prefix;
-      if (n > size - pos) {
-        return fmt::format("opcode 0x{:02x} at byte {} claims {} bytes, {} remain", op, at, n,
-                           size - pos);
-      }
-      pos += n;
-    } else {
-      for (int k = 0; k < lines; ++k) {
-        const void* nl = std::memchr(p + pos, '\n', size - pos);
-        if (nl == nullptr) return fmt::format("opcode 0x{:02x} at byte {} is cut short", op, at);
-        pos = static_cast<size_t>(static_cast<const unsigned char*>(nl) - p) + 1;
-      }
+    if (kind == nullptr) return fmt::format("unknown pickle opcode 0x{:02x} at byte {}", op, at);
+    const std::string cut = fmt::format("opcode 0x{:02x} at byte {} is cut short", op, at);
+    const size_t head = static_cast<size_t>(kind->fixed + kind->prefix);
+    if (head > size - pos) return cut;
+    uint64_t n = 0;
+    for (int k = kind->prefix - 1; k >= 0; --k) n = n << 8 | p[pos + k];
+    pos += head;
+    if (n > size - pos) {
+      return fmt::format("opcode 0x{:02x} at byte {} claims {} bytes, {} remain", op, at, n,
+                         size - pos);
+    }
+    pos += n;
+    for (int line = 0; line < kind->lines; ++line) {
+      const void* nl = std::memchr(p + pos, '\n', size - pos);
+      if (nl == nullptr) return cut;
+      pos = static_cast<size_t>(static_cast<const unsigned char*>(nl) - p) + 1;
     }
   }
   return "the pickle has no STOP";

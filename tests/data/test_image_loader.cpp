@@ -249,8 +249,8 @@ TEST(ImageLoader, FilesChangedUnderARunningEpoch) {
         frugal::ImageLoaderOptions(2).threads(2).batches_ahead(2).on_bad_sample(policy));
     loader.start_epoch(0);
     ASSERT_TRUE(loader.next().has_value());
-    fs::remove(samples[20].path);                  // batch 10
-    fs::resize_file(samples[22].path, 40);         // batch 11: a torn copy
+    fs::remove(samples[20].path);           // batch 10
+    fs::resize_file(samples[22].path, 40);  // batch 11: a torn copy
     int64_t batches = 1;
     const std::string message = frugal::testing::error_message([&] {
       while (loader.next()) ++batches;

@@ -45,13 +45,13 @@ std::vector<std::string> long_run(const std::string& dir, std::vector<std::strin
 }
 
 void killed_in_backward(bool shared_memory) {
-  const std::string dir = ft::temp_dir(shared_memory ? "ddp_fault_backward_shm"
-                                                     : "ddp_fault_backward_gloo");
+  const std::string dir =
+      ft::temp_dir(shared_memory ? "ddp_fault_backward_shm" : "ddp_fault_backward_gloo");
   const std::string env =
       std::string("FRUGAL_DDP_TIMEOUT_SECONDS=20 FRUGAL_DDP_SHM=") + (shared_memory ? "1" : "0");
-  auto r = ft::run_worker(
-      2, long_run(dir, {"--backward-kill-rank", "1", "--backward-kill-step", "3"}),
-      dir + "/run.log", env);
+  auto r =
+      ft::run_worker(2, long_run(dir, {"--backward-kill-rank", "1", "--backward-kill-step", "3"}),
+                     dir + "/run.log", env);
   EXPECT_NE(r.exit_code, 0) << r.log;
   EXPECT_LT(r.seconds, 60) << r.log;
   const std::string pid0 = pid_of(dir, 0), pid1 = pid_of(dir, 1);
@@ -60,8 +60,10 @@ void killed_in_backward(bool shared_memory) {
             std::string::npos)
       << r.log;
   // The survivor's own error names the dead rank and its pid.
-  const std::regex survivor("frugal: rank 0: fit failed: data parallel: the gradient all-reduce "
-                            "failed on rank 0 of 2.*rank 1 \\(pid " + pid1 + "\\) has exited");
+  const std::regex survivor(
+      "frugal: rank 0: fit failed: data parallel: the gradient all-reduce "
+      "failed on rank 0 of 2.*rank 1 \\(pid " +
+      pid1 + "\\) has exited");
   EXPECT_TRUE(std::regex_search(r.log, survivor)) << r.log;
   EXPECT_TRUE(shm_segments(pid0).empty());
 }
@@ -125,7 +127,8 @@ ft::RunResult terminate_after(const std::string& command, double seconds, double
 }
 
 std::string launcher(const std::string& dir, const std::vector<std::string>& extra = {}) {
-  return "env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE FRUGAL_DDP_TIMEOUT_SECONDS=20 " +
+  return "env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE "
+         "FRUGAL_DDP_TIMEOUT_SECONDS=20 " +
          ft::shell_quote(FRUGAL_LAUNCH) + " --master-port 0 --nproc-per-node 2 -- " +
          ft::shell_quote(FRUGAL_DDP_WORKER) + ft::join_args(long_run(dir, extra)) +
          ft::join_args({"--out", dir + "/p"});
@@ -144,10 +147,10 @@ void expect_clean_preemption(const std::string& dir, const ft::RunResult& r) {
   EXPECT_GT(m0.at("global_step"), 0);
   const std::string last = dir + "/checkpoints/last.ckpt";
   EXPECT_EQ(checkpoint_problem(last), "no error");
-  EXPECT_NE(r.log.find("received SIGTERM at global step " +
-                       std::to_string(static_cast<int64_t>(m0.at("global_step"))) +
-                       "; saved checkpoint"),
-            std::string::npos)
+  EXPECT_NE(
+      r.log.find("received SIGTERM at global step " +
+                 std::to_string(static_cast<int64_t>(m0.at("global_step"))) + "; saved checkpoint"),
+      std::string::npos)
       << r.log;
 }
 
@@ -173,8 +176,7 @@ TEST(DdpFaults, SigtermToTorchrunSavesLastAndEveryRankExitsZero) {
   const std::string cmd =
       "env -u RANK -u WORLD_SIZE -u MASTER_PORT FRUGAL_DDP_TIMEOUT_SECONDS=20 " +
       std::string(torchrun) + " --standalone --nproc_per_node 2 -r 1 -t 1 --no_python " +
-      ft::shell_quote(FRUGAL_DDP_WORKER) +
-      ft::join_args(long_run(dir, {"--out", dir + "/p"}));
+      ft::shell_quote(FRUGAL_DDP_WORKER) + ft::join_args(long_run(dir, {"--out", dir + "/p"}));
   auto r = terminate_after(cmd, 10, -1, dir + "/run.log");
   EXPECT_NE(r.exit_code, 124) << "timed out: " << r.log;
   expect_clean_preemption(dir, r);
@@ -187,7 +189,8 @@ TEST(DdpFaults, SecondSigtermDuringTheSaveLeavesNoDamagedCheckpoint) {
     const std::string dir = ft::temp_dir("ddp_fault_sigterm_twice");
     auto r = terminate_after(launcher(dir, {"--ckpt-every", "2"}), 6, gap, dir + "/run.log");
     EXPECT_NE(r.exit_code, 124) << "timed out: " << r.log;
-    for (const std::string& name : {std::string("/ckpts/last.ckpt"), std::string("/checkpoints/last.ckpt")}) {
+    for (const std::string& name :
+         {std::string("/ckpts/last.ckpt"), std::string("/checkpoints/last.ckpt")}) {
       if (fs::exists(dir + name)) EXPECT_EQ(checkpoint_problem(dir + name), "no error") << gap;
     }
     EXPECT_TRUE(fs::exists(dir + "/ckpts/last.ckpt")) << r.log;

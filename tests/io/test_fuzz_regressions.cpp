@@ -2,9 +2,8 @@
 // fuzz/regressions/<harness>/ and run here in the ordinary builds through the same reader as its
 // harness: each must now be refused with a frugal::Error naming the file, or decode. Under
 // scripts/sanitize these also run with AddressSanitizer and LeakSanitizer.
-#include <torch/torch.h>
-
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <fstream>
 #include <iterator>
@@ -83,9 +82,16 @@ TEST(FuzzRegressions, PickleLengthInTheTrainerStateIsRefusedToo) {
 TEST(FuzzRegressions, PickleLengthCheckWalksEveryOpcodeKind) {
   using frugal::detail::pickle_length_problem;
   // PROTO 2, EMPTY_DICT, SHORT_BINUNICODE "ab", BININT1 7, SETITEM, GLOBAL "m\nn\n", POP, STOP
-  const std::string good("\x80\x02}\x8c\x02" "abK\x07sc" "m\nn\n0.", 17);
+  const std::string good(
+      "\x80\x02}\x8c\x02"
+      "abK\x07sc"
+      "m\nn\n0.",
+      17);
   EXPECT_EQ(pickle_length_problem(good.data(), good.size()), "");
-  const std::string long_string("\x80\x02X\xff\xff\xff\x00" "ab.", 10);
+  const std::string long_string(
+      "\x80\x02X\xff\xff\xff\x00"
+      "ab.",
+      10);
   EXPECT_EQ(pickle_length_problem(long_string.data(), long_string.size()),
             "opcode 0x58 at byte 2 claims 16777215 bytes, 3 remain");
   const std::string cut("\x80\x02J\x01", 4);

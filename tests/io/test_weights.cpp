@@ -3,9 +3,8 @@
 // torch (bitwise), legacy and whole-model files refused, strict / non-strict load_state_dict.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <torch/torch.h>
-
 #include <sys/resource.h>
+#include <torch/torch.h>
 
 #include <csignal>
 #include <cstdlib>

@@ -3,9 +3,8 @@
 // and the Trainer's default loggers.
 #include <frugal/frugal.h>
 #include <gtest/gtest.h>
-#include <torch/torch.h>
-
 #include <sys/resource.h>
+#include <torch/torch.h>
 
 #include <csignal>
 #include <cstring>
@@ -434,8 +433,9 @@ TEST(TensorBoardLogger, DiskFullKeepsWholeRecordsAndRetriesTheFailedOnes) {
   small.rlim_cur = whole + 10;  // less than one more record
   auto previous = std::signal(SIGXFSZ, SIG_IGN);
   setrlimit(RLIMIT_FSIZE, &small);
-  const std::string message =
-      error_message([&] { logger.log_metrics({{"train/loss", 1.25}}, 2, 0); });
+  const std::string message = error_message([&] {
+    logger.log_metrics({{"train/loss", 1.25}}, 2, 0);
+  });
   const auto after_failure = fs::file_size(path);
   setrlimit(RLIMIT_FSIZE, &saved);  // space is back
   std::signal(SIGXFSZ, previous);

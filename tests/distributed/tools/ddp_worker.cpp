@@ -6,6 +6,7 @@
 //   frugal-launch --nproc-per-node 2 -- ddp_worker --model mlp --batch-size 4 --out /tmp/p
 #include <frugal/frugal.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -14,8 +15,6 @@
 #include <iostream>
 #include <limits>
 #include <thread>
-
-#include <unistd.h>
 
 #include "test_support.h"
 
@@ -108,15 +107,16 @@ struct Saboteur : frugal::Callback {
   int64_t kill_rank = -1, kill_step = -1, hang_rank = -1, hang_step = -1;
   int64_t stop_rank = -1, stop_step = -1, signal_rank = -1, signal_step = -1;
   int64_t val_stop_rank = -1, val_stop_step = -1;
-  int64_t backward_kill_rank = -1, backward_kill_step = -1, save_kill_rank = -1, save_kill_step = -1;
+  int64_t backward_kill_rank = -1, backward_kill_step = -1, save_kill_rank = -1,
+          save_kill_step = -1;
   bool backward_armed = false;  // read by the gradient hook main() registers
   const frugal::Trainer* trainer = nullptr;
   void on_fit_start(frugal::Trainer& t, frugal::Task&) override { trainer = &t; }
   void on_train_batch_start(frugal::Trainer& t, frugal::Task&, const frugal::Batch&,
                             int64_t) override {
     // The step this batch's optimizer step will complete is global_step + 1.
-    backward_armed = t.global_rank() == backward_kill_rank &&
-                     t.state().global_step + 1 >= backward_kill_step;
+    backward_armed =
+        t.global_rank() == backward_kill_rank && t.state().global_step + 1 >= backward_kill_step;
   }
   /// Called while a checkpoint is being written (every rank's callbacks give their state).
   frugal::StateDict state_dict() const override {
@@ -243,12 +243,12 @@ int main(int argc, char** argv) {
     }
     std::vector<std::shared_ptr<frugal::Callback>> callbacks = {saboteur};
     if (ckpt_every > 0) {
-      callbacks.push_back(std::make_shared<frugal::ModelCheckpoint>(
-          frugal::ModelCheckpointOptions()
-              .dirpath(root + "/ckpts")
-              .every_n_train_steps(ckpt_every)
-              .save_top_k(-1)
-              .save_last(true)));
+      callbacks.push_back(
+          std::make_shared<frugal::ModelCheckpoint>(frugal::ModelCheckpointOptions()
+                                                        .dirpath(root + "/ckpts")
+                                                        .every_n_train_steps(ckpt_every)
+                                                        .save_top_k(-1)
+                                                        .save_last(true)));
     }
     frugal::Trainer trainer(options, callbacks, loggers);
     std::map<std::string, double> results;
