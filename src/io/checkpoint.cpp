@@ -145,7 +145,7 @@ std::string pickle_problem(Open open) {
     for (const char* name : {"data.pkl", "constants.pkl"}) {
       if (!reader->hasRecord(name)) continue;
       auto [ptr, n] = reader->getRecord(name);
-      std::string problem = pickle_length_problem(static_cast<const char*>(ptr.get()), n);
+      std::string problem = pickle_bounds_problem(static_cast<const char*>(ptr.get()), n);
       if (!problem.empty()) return std::string(name) + ": " + problem;
     }
   } catch (const std::exception& e) {

@@ -468,7 +468,10 @@ TensorMap read_torch_state_dict(const std::string& path) {
 
 namespace frugal::detail {
 
-std::string pickle_length_problem(const char* data, size_t size) {
+std::string pickle_bounds_problem(const char* data, size_t size) {
+  auto le32 = [](const unsigned char* b) {
+    return uint64_t{b[0]} | uint64_t{b[1]} << 8 | uint64_t{b[2]} << 16 | uint64_t{b[3]} << 24;
+  };
   // Each opcode's argument (pickletools' table, protocols 0-5): none; a fixed number of bytes; a
   // 1-, 4- or 8-byte little-endian length, then that many bytes; or one or two lines.
   struct Kind {
@@ -489,6 +492,7 @@ std::string pickle_length_problem(const char* data, size_t size) {
   };
   const auto* p = reinterpret_cast<const unsigned char*>(data);
   size_t pos = 0;
+  uint64_t memoized = 0;  // values put in the memo so far: picklers number them 0, 1, 2, ...
   while (pos < size) {
     const size_t at = pos;
     const unsigned char op = p[pos++];
@@ -503,6 +507,16 @@ std::string pickle_length_problem(const char* data, size_t size) {
     if (head > size - pos) return cut;
     uint64_t n = 0;
     for (int k = kind->prefix - 1; k >= 0; --k) n = n << 8 | p[pos + k];
+    // A memo index far past the values memoized so far made LibTorch size its memo table by it
+    // (27 GB; fuzz_checkpoint).
+    if (op == 'q' || op == 'r' || op == 'h' || op == 'j') {
+      const uint64_t id = op == 'q' || op == 'h' ? p[pos] : le32(p + pos);
+      const bool put = op == 'q' || op == 'r';
+      if (put ? id > memoized : id >= memoized) {
+        return fmt::format("memo index {} at byte {} with {} values memoized", id, at, memoized);
+      }
+    }
+    if (op == 'q' || op == 'r' || op == 'p' || op == 0x94) ++memoized;
     pos += head;
     if (n > size - pos) {
       return fmt::format("opcode 0x{:02x} at byte {} claims {} bytes, {} remain", op, at, n,

@@ -79,27 +79,46 @@ TEST(FuzzRegressions, PickleLengthInTheTrainerStateIsRefusedToo) {
       << message;
 }
 
+// fuzz_checkpoint, a third time: a LONG_BINPUT index of 0x656e6961 (bytes of "trainer_state"
+// mutated into the pickle) made LibTorch size its memo table for it: 27 GB.
+TEST(FuzzRegressions, MemoIndexFarPastTheMemoIsRefused) {
+  const std::string path = kDir + "/checkpoint/crash-memo-index.ckpt";
+  const std::string message = frugal::testing::error_message(
+      [&] { frugal::detail::open_checkpoint(path, c10::Device(c10::kCPU), /*verify=*/false); });
+  EXPECT_NE(message.find(path), std::string::npos) << message;
+  EXPECT_NE(message.find("memo index 1701734753 at byte"), std::string::npos) << message;
+}
+
 TEST(FuzzRegressions, PickleLengthCheckWalksEveryOpcodeKind) {
-  using frugal::detail::pickle_length_problem;
+  using frugal::detail::pickle_bounds_problem;
   // PROTO 2, EMPTY_DICT, SHORT_BINUNICODE "ab", BININT1 7, SETITEM, GLOBAL "m\nn\n", POP, STOP
   const std::string good(
       "\x80\x02}\x8c\x02"
       "abK\x07sc"
       "m\nn\n0.",
       17);
-  EXPECT_EQ(pickle_length_problem(good.data(), good.size()), "");
+  EXPECT_EQ(pickle_bounds_problem(good.data(), good.size()), "");
   const std::string long_string(
       "\x80\x02X\xff\xff\xff\x00"
       "ab.",
       10);
-  EXPECT_EQ(pickle_length_problem(long_string.data(), long_string.size()),
+  EXPECT_EQ(pickle_bounds_problem(long_string.data(), long_string.size()),
             "opcode 0x58 at byte 2 claims 16777215 bytes, 3 remain");
   const std::string cut("\x80\x02J\x01", 4);
-  EXPECT_EQ(pickle_length_problem(cut.data(), cut.size()), "opcode 0x4a at byte 2 is cut short");
+  EXPECT_EQ(pickle_bounds_problem(cut.data(), cut.size()), "opcode 0x4a at byte 2 is cut short");
   const std::string no_stop("\x80\x02N", 3);
-  EXPECT_EQ(pickle_length_problem(no_stop.data(), no_stop.size()), "the pickle has no STOP");
+  EXPECT_EQ(pickle_bounds_problem(no_stop.data(), no_stop.size()), "the pickle has no STOP");
+  // Memo indices: a put numbers the next value, a get names one already put.
+  const std::string memo("\x80\x02}q\x00h\x00" "0.", 9);
+  EXPECT_EQ(pickle_bounds_problem(memo.data(), memo.size()), "");
+  const std::string far_put("\x80\x02}r\x05\x00\x00\x00.", 9);
+  EXPECT_EQ(pickle_bounds_problem(far_put.data(), far_put.size()),
+            "memo index 5 at byte 3 with 0 values memoized");
+  const std::string early_get("\x80\x02}q\x00h\x01.", 8);
+  EXPECT_EQ(pickle_bounds_problem(early_get.data(), early_get.size()),
+            "memo index 1 at byte 5 with 1 values memoized");
   const std::string unknown("\x80\x02\xff.", 4);
-  EXPECT_EQ(pickle_length_problem(unknown.data(), unknown.size()),
+  EXPECT_EQ(pickle_bounds_problem(unknown.data(), unknown.size()),
             "unknown pickle opcode 0xff at byte 2");
 }
 
