@@ -172,7 +172,7 @@ TEST(BackboneFinetuning, UnfreezesAtTheEpochWithALowerGrowingLearningRate) {
   EXPECT_NEAR(probe->backbone_lr[3], 0.015, 1e-12);
   EXPECT_FALSE(torch::equal(net->features->named_parameters()["0.0.weight"], stem_before));
   EXPECT_THAT(
-      error_message([] { frugal::BackboneFinetuning(frugal::BackboneFinetuningOptions()); }),
+      error_message([] { frugal::BackboneFinetuning{frugal::BackboneFinetuningOptions()}; }),
       HasSubstr("BackboneFinetuning: backbone must name at least one parameter prefix"));
 }
 
