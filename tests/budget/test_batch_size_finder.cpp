@@ -15,6 +15,7 @@
 
 #include "compat.h"
 #include "test_support.h"
+#include "under_asan.h"
 
 namespace {
 
@@ -119,6 +120,7 @@ TEST(BatchSizeFinder, OptionsAreRefusedByName) {
 }
 
 TEST(BatchSizeFinder, ChosenSizeRespectsCpuBudgetAndNextPowerOfTwoDoesNot) {
+  FRUGAL_SKIP_UNDER_ASAN();
   auto data = images(256);
   frugal::Classifier task(conv_net(), frugal::Adam(1e-3));
   const auto base = BatchSizeFinderOptions().budget_bytes(1e12);
@@ -290,6 +292,7 @@ std::string train(frugal::Classifier& task, const Images& data, int64_t micro, i
 }
 
 TEST(BatchSizeFinder, BudgetPlanTrainsExactlyLikeTheSameSettingsByHand) {
+  FRUGAL_SKIP_UNDER_ASAN();
   auto data = images(320);  // 320 = 256 + 64: the epoch ends in a short window
   frugal::Classifier probe(conv_net(), frugal::Adam(1e-3));
   const auto base = BatchSizeFinderOptions().budget_bytes(1e12);

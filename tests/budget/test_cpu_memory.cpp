@@ -14,6 +14,7 @@
 #include <functional>
 
 #include "test_support.h"
+#include "under_asan.h"
 
 namespace {
 
@@ -121,6 +122,7 @@ ChildResult fit_in_child(bool tuning, const char* env = nullptr, bool with_finde
 }  // namespace
 
 TEST(CpuMemory, TuningRemovesMostPageFaultsOfATrainingStep) {
+  FRUGAL_SKIP_UNDER_ASAN();
   const ChildResult off = fit_in_child(false);
   const ChildResult on = fit_in_child(true);
   std::cout << "page faults per step: " << off.faults_per_step << " without tuning, "
@@ -133,6 +135,7 @@ TEST(CpuMemory, TuningRemovesMostPageFaultsOfATrainingStep) {
 }
 
 TEST(CpuMemory, TheEnvironmentsMallocSettingsAndMemoryMeasurementsWin) {
+  FRUGAL_SKIP_UNDER_ASAN();
   // (How many faults a step takes without the tuning depends on what the process allocated
   // before, e.g. a finder's trials; the 30 MiB probe does not.)
   // glibc's default threshold, but set by the user: the Trainer leaves malloc alone.
@@ -170,6 +173,7 @@ TEST(CpuMemory, TheEnvironmentsMallocSettingsAndMemoryMeasurementsWin) {
 }
 
 TEST(CpuMemory, FitGivesTheMemoryBackAtItsEnd) {
+  FRUGAL_SKIP_UNDER_ASAN();
   const ChildResult on = fit_in_child(true);
   std::cout << "RSS " << on.rss_at_train_end_mib << " MiB at train end, " << on.rss_after_fit_mib
             << " MiB after fit\n";

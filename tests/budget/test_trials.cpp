@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "test_support.h"
+#include "under_asan.h"
 
 #ifdef FRUGAL_TEST_HAS_JSON
 #include <nlohmann/json.hpp>
@@ -70,6 +71,7 @@ const TrialResult& find(const frugal::TrialsReport& report, const std::string& m
 // (2048 floats each: 4 MiB per copy, activations on top) must show in the measured peak, which a
 // 4-sample batch does not have; both runs have positive times and speeds.
 TEST(Trials, LargerMicroBatchMeasuresMoreMemory) {
+  FRUGAL_SKIP_UNDER_ASAN();
   ASSERT_TRUE(kFixedMmapThreshold);
   auto [data, val] = toy_split(1024, 64, 2048, 4, 1);
   Trials trials(quiet().weight_accuracy(0.0));
@@ -148,6 +150,7 @@ TEST(Trials, AccuracyEqualsAHandBuiltRun) {
 // (3) A factory that throws, a micro-batch larger than the subset and a candidate over the memory
 // limit each get a row with the reason; the candidate within the limit is still ranked.
 TEST(Trials, FailuresAndLimitBreakersAreReportedWithTheirReason) {
+  FRUGAL_SKIP_UNDER_ASAN();
   ASSERT_TRUE(kFixedMmapThreshold);
   auto data = frugal::testing::make_toy_data(64, 8, 3, 5);
   std::ostringstream progress;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "test_support.h"
+#include "under_asan.h"
 
 namespace fs = std::filesystem;
 
@@ -60,6 +61,7 @@ class Plan : public ::testing::Test {
 };
 
 TEST_F(Plan, RanksTheCandidatesAndWritesTheirNumbers) {
+  FRUGAL_SKIP_UNDER_ASAN();
   require_data();
   const fs::path dir = frugal::testing::temp_dir("plan_tiny");
   // 1% of 59000 training samples, one epoch: seconds per candidate. The 16 MiB budget is below
