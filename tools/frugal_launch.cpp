@@ -10,10 +10,10 @@
 // they may run on among themselves (LOCAL_WORLD_SIZE; docs/guide.md, CPU threads). SIGTERM, SIGINT
 // and SIGHUP are forwarded to every process (a second one kills them); frugal's ranks then save
 // last.ckpt and exit 0, each exit is reported, and the launcher returns 128 + the signal, as a
-// shell does for a job it stopped. When a process fails
-// (non-zero exit or killed by a signal), the others get SIGTERM and, after --grace-seconds,
-// SIGKILL; the launcher then exits with the failed process's code (128 + signal for a signal), so
-// it never returns 0 unless every process did.
+// shell does for a job it stopped. When a process fails (non-zero exit or killed by a signal),
+// the others get SIGTERM and, after --grace-seconds, SIGKILL; the launcher then exits with the
+// failed process's code (128 + signal for a signal), so it never returns 0 unless every process
+// did.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -169,18 +169,17 @@ int main(int argc, char** argv) {
         int code = 0;
         if (WIFEXITED(status)) code = WEXITSTATUS(status);
         if (WIFSIGNALED(status)) code = 128 + WTERMSIG(status);
-        if (forwarded > 0 && !stopping) {
-          // After a forwarded SIGTERM each rank saves and stops: say how each ended.
-          std::fprintf(stderr, "frugal-launch: rank %d (pid %d) %s %d after the forwarded signal\n",
-                       r.global_rank, static_cast<int>(pid),
+        // "rank 1 (pid 42) exited with code 0" / "... was killed by signal 9"
+        auto report = [&](const char* then) {
+          std::fprintf(stderr, "frugal-launch: rank %d (pid %d) %s %d%s\n", r.global_rank,
+                       static_cast<int>(pid),
                        WIFSIGNALED(status) ? "was killed by signal" : "exited with code",
-                       WIFSIGNALED(status) ? WTERMSIG(status) : code);
-        }
+                       WIFSIGNALED(status) ? WTERMSIG(status) : code, then);
+        };
+        // After a forwarded SIGTERM each rank saves and stops: say how each ended.
+        if (forwarded > 0 && !stopping) report(" after the forwarded signal");
         if (code != 0 && !stopping) {
-          std::fprintf(stderr, "frugal-launch: rank %d (pid %d) %s %d; stopping the other ranks\n",
-                       r.global_rank, static_cast<int>(pid),
-                       WIFSIGNALED(status) ? "was killed by signal" : "exited with code",
-                       WIFSIGNALED(status) ? WTERMSIG(status) : code);
+          report("; stopping the other ranks");
           if (exit_code == 0) exit_code = code;
           stopping = true;
           signal_all(SIGTERM);

@@ -4,14 +4,12 @@
 // that differs between LibTorch 1.13 and 2.x, and Debian's headers for it are incomplete.
 #include "distributed/data_parallel.h"
 
-#include <signal.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/nn/module.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -142,25 +140,6 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// Note [Bucketed all-reduce from autograd hooks]
-// Trainable parameters are split into buckets of about `bucket_cap_bytes`, in reverse parameter
-// order (the order their gradients are usually ready in backward). A post hook on every
-// parameter's gradient accumulator (it runs once .grad holds this backward's sum) counts the
-// bucket's ready gradients; when a bucket is complete, it and every following complete bucket
-// are flattened and all-reduced asynchronously, strictly in bucket-index order (every rank issues
-// the same collectives in the same order: Gloo matches them by a counter, NCCL would deadlock).
-// So communication runs while backward computes the rest. after_backward() launches what is left
-// (a parameter that got no gradient contributes zeros), waits, divides by the world size and
-// writes the averages back into .grad. The last bucket also carries one float per parameter,
-// 1 where this rank has a gradient for it: after the all-reduce every rank knows the same set of
-// parameters that were unused somewhere and decides the same thing (an error naming them, or with
-// find_unused_parameters, zeros; globally unused parameters keep no gradient); after those, the
-// rank's votes on the step's decisions (Note [Step decisions travel with the gradients] in
-// trainer.cpp), so a step needs no collective besides its buckets. Nothing is
-// communicated on accumulation micro-steps (sync=false): gradients accumulate locally.
-// Buffers (BatchNorm's running statistics) are broadcast from rank 0 once per optimizer step,
-// launched before backward from a copy and written back after it (as DDP's broadcast_buffers,
-// whose sync happens before the next window's first forward).
 /// The ranks that run on this machine, with their pids, exchanged once at start-up so that a
 /// failed collective can say which of them has exited (a dead peer also takes the rendezvous
 /// store with it when it is rank 0).
@@ -196,6 +175,25 @@ struct LocalPeers {
   return std::string(host) + "/" + boot_id;
 }
 
+// Note [Bucketed all-reduce from autograd hooks]
+// Trainable parameters are split into buckets of about `bucket_cap_bytes`, in reverse parameter
+// order (the order their gradients are usually ready in backward). A post hook on every
+// parameter's gradient accumulator (it runs once .grad holds this backward's sum) counts the
+// bucket's ready gradients; when a bucket is complete, it and every following complete bucket
+// are flattened and all-reduced asynchronously, strictly in bucket-index order (every rank issues
+// the same collectives in the same order: Gloo matches them by a counter, NCCL would deadlock).
+// So communication runs while backward computes the rest. after_backward() launches what is left
+// (a parameter that got no gradient contributes zeros), waits, divides by the world size and
+// writes the averages back into .grad. The last bucket also carries one float per parameter,
+// 1 where this rank has a gradient for it: after the all-reduce every rank knows the same set of
+// parameters that were unused somewhere and decides the same thing (an error naming them, or with
+// find_unused_parameters, zeros; globally unused parameters keep no gradient); after those, the
+// rank's votes on the step's decisions (Note [Step decisions travel with the gradients] in
+// trainer.cpp), so a step needs no collective besides its buckets. Nothing is
+// communicated on accumulation micro-steps (sync=false): gradients accumulate locally.
+// Buffers (BatchNorm's running statistics) are broadcast from rank 0 once per optimizer step,
+// launched before backward from a copy and written back after it (as DDP's broadcast_buffers,
+// whose sync happens before the next window's first forward).
 template <class PG>
 class DataParallel final : public Strategy {
  public:

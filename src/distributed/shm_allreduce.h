@@ -12,14 +12,14 @@
 
 namespace frugal::detail {
 
+/// True when process `pid` no longer runs: gone, or a zombie its parent has not reaped yet.
+bool process_exited(int64_t pid);
+
 /// Sum all-reduce among processes on one machine through a POSIX shared-memory segment.
 ///
 ///   auto shm = ShmAllReduce::open("/frugal-1a2b3c", rank, world_size, 4 << 20,
 ///                                 std::chrono::seconds(30));
 ///   shm->all_reduce_sum(grad_bucket);  // every rank, same numel and dtype, same order
-/// True when process `pid` no longer runs: gone, or a zombie its parent has not reaped yet.
-bool process_exited(int64_t pid);
-
 class ShmAllReduce {
  public:
   /// Collective over `world_size` processes: rank 0 creates the segment `name` (must start with
