@@ -43,9 +43,10 @@ inline std::string join_args(const std::vector<std::string>& args) {
   return s;
 }
 
-/// The worker on `nproc` ranks (frugal-launch, a free port) or as one plain process (nproc 0).
-inline RunResult run_worker(int nproc, const std::vector<std::string>& args, const std::string& log,
-                            const std::string& env = "") {
+/// The command line of the worker on `nproc` ranks (frugal-launch, a free port) or as one plain
+/// process (nproc 0); `env` (assignments) after the defaults, so it overrides them.
+inline std::string worker_command(int nproc, const std::vector<std::string>& args,
+                                  const std::string& env = "") {
   std::string cmd =
       "env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE -u SLURM_NTASKS "
       "FRUGAL_DDP_TIMEOUT_SECONDS=60 " +
@@ -54,8 +55,13 @@ inline RunResult run_worker(int nproc, const std::vector<std::string>& args, con
     cmd += shell_quote(FRUGAL_LAUNCH) + " --grace-seconds 3 --master-port 0 --nproc-per-node " +
            std::to_string(nproc) + " -- ";
   }
-  cmd += shell_quote(FRUGAL_DDP_WORKER) + join_args(args);
-  return run_shell("timeout 300 " + cmd, log);
+  return cmd + shell_quote(FRUGAL_DDP_WORKER) + join_args(args);
+}
+
+/// The worker run by worker_command, within 300 s.
+inline RunResult run_worker(int nproc, const std::vector<std::string>& args, const std::string& log,
+                            const std::string& env = "") {
+  return run_shell("timeout 300 " + worker_command(nproc, args, env), log);
 }
 
 /// Two ranks started by hand, without a launcher: rank 1 in the background (its pid in $p), rank 0

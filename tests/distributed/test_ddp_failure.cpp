@@ -48,9 +48,8 @@ TEST(DdpFailure, HungRankMakesTheOthersFailWithinTheTimeout) {
 TEST(DdpFailure, LauncherForwardsSigtermAndReturnsNonZero) {
   const std::string dir = ft::temp_dir("ddp_sigterm");
   const std::string cmd =
-      "env FRUGAL_DDP_TIMEOUT_SECONDS=20 " + ft::shell_quote(FRUGAL_LAUNCH) +
-      " --master-port 0 --nproc-per-node 2 -- " + ft::shell_quote(FRUGAL_DDP_WORKER) +
-      ft::join_args({"--samples", "4096", "--max-steps", "100000", "--root", dir});
+      ft::worker_command(2, {"--samples", "4096", "--max-steps", "100000", "--root", dir},
+                         "FRUGAL_DDP_TIMEOUT_SECONDS=20");
   auto r = ft::run_shell(
       "timeout 120 sh -c " + ft::shell_quote(cmd + " & p=$!; sleep 6; kill -TERM $p; wait $p"),
       dir + "/run.log");

@@ -127,11 +127,9 @@ ft::RunResult terminate_after(const std::string& command, double seconds, double
 }
 
 std::string launcher(const std::string& dir, const std::vector<std::string>& extra = {}) {
-  return "env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE "
-         "FRUGAL_DDP_TIMEOUT_SECONDS=20 " +
-         ft::shell_quote(FRUGAL_LAUNCH) + " --master-port 0 --nproc-per-node 2 -- " +
-         ft::shell_quote(FRUGAL_DDP_WORKER) + ft::join_args(long_run(dir, extra)) +
-         ft::join_args({"--out", dir + "/p"});
+  std::vector<std::string> args = long_run(dir, extra);
+  args.insert(args.end(), {"--out", dir + "/p"});
+  return ft::worker_command(2, args, "FRUGAL_DDP_TIMEOUT_SECONDS=20");
 }
 
 /// Both ranks stopped by the signal at the same step, said why, and rank 0 wrote a whole

@@ -3,10 +3,8 @@
 // damaged copy refused), a failed save (disk full) and unwritable folders.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 #include <torch/torch.h>
 
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -14,6 +12,7 @@
 #include <iterator>
 #include <random>
 
+#include "disk_full.h"
 #include "test_support.h"
 
 namespace {
@@ -351,15 +350,8 @@ TEST(Checkpoint, AFailedSaveKeepsThePreviousFileAndTheNextSaveWorks) {
       if (t.state().global_step != 4) return;
       kept_bytes = read_bytes(path);
       params_before = frugal::params_sha256(task.module());
-      rlimit saved{};
-      getrlimit(RLIMIT_FSIZE, &saved);
-      rlimit small = saved;
-      small.rlim_cur = kept_bytes.size() / 2;
-      auto previous = std::signal(SIGXFSZ, SIG_IGN);
-      setrlimit(RLIMIT_FSIZE, &small);
-      error = error_of([&] { t.save_checkpoint(path); });
-      setrlimit(RLIMIT_FSIZE, &saved);  // space is back
-      std::signal(SIGXFSZ, previous);
+      frugal::testing::with_disk_full_after(
+          kept_bytes.size() / 2, [&] { error = error_of([&] { t.save_checkpoint(path); }); });
       params_after = frugal::params_sha256(task.module());
       t.save_checkpoint(path);
     }

@@ -3,14 +3,13 @@
 // torch (bitwise), legacy and whole-model files refused, strict / non-strict load_state_dict.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 #include <torch/torch.h>
 
-#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
+#include "disk_full.h"
 #include "frugal/io/weights.h"
 #include "frugal/models/zoo.h"
 #include "test_support.h"
@@ -377,16 +376,10 @@ TEST(Safetensors, DiskFullKeepsThePreviousFile) {
   const std::string before = frugal::testing::read_text(path);
   const frugal::TensorMap big_map{{"w", torch::ones({64, 1024})}};
 
-  rlimit saved{};
-  getrlimit(RLIMIT_FSIZE, &saved);
-  rlimit limit = saved;
-  limit.rlim_cur = 64 * 1024;  // a quarter of the new file
-  auto previous = std::signal(SIGXFSZ, SIG_IGN);
-  setrlimit(RLIMIT_FSIZE, &limit);
-  const std::string message =
-      frugal::testing::error_message([&] { frugal::write_safetensors(big_map, path); });
-  setrlimit(RLIMIT_FSIZE, &saved);
-  std::signal(SIGXFSZ, previous);
+  std::string message;
+  frugal::testing::with_disk_full_after(64 * 1024, [&] {  // a quarter of the new file
+    message = frugal::testing::error_message([&] { frugal::write_safetensors(big_map, path); });
+  });
 
   EXPECT_THAT(message, ::testing::HasSubstr("'" + path + "'"));
   EXPECT_THAT(message, ::testing::HasSubstr("File too large"));

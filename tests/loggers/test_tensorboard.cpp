@@ -3,15 +3,14 @@
 // and the Trainer's default loggers.
 #include <frugal/frugal.h>
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 #include <torch/torch.h>
 
-#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "disk_full.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -427,18 +426,11 @@ TEST(TensorBoardLogger, DiskFullKeepsWholeRecordsAndRetriesTheFailedOnes) {
   const auto whole = fs::file_size(path);
   const size_t records = frugal::detail::read_tfrecords(path).records.size();
 
-  rlimit saved{};
-  getrlimit(RLIMIT_FSIZE, &saved);
-  rlimit small = saved;
-  small.rlim_cur = whole + 10;  // less than one more record
-  auto previous = std::signal(SIGXFSZ, SIG_IGN);
-  setrlimit(RLIMIT_FSIZE, &small);
-  const std::string message = error_message([&] {
-    logger.log_metrics({{"train/loss", 1.25}}, 2, 0);
+  std::string message;
+  frugal::testing::with_disk_full_after(whole + 10, [&] {  // less than one more record
+    message = error_message([&] { logger.log_metrics({{"train/loss", 1.25}}, 2, 0); });
   });
   const auto after_failure = fs::file_size(path);
-  setrlimit(RLIMIT_FSIZE, &saved);  // space is back
-  std::signal(SIGXFSZ, previous);
 
   EXPECT_NE(message.find("cannot append to '" + path + "'"), std::string::npos) << message;
   EXPECT_NE(message.find("File too large"), std::string::npos) << message;
