@@ -30,6 +30,7 @@
 #include <frugal/data/image.h>
 #include <frugal/data/image_folder.h>
 #include <frugal/data/image_loader.h>
+#include <frugal/data/packed.h>
 #include <frugal/data/transforms.h>
 #include <frugal/deploy/onnx.h>
 #include <frugal/deploy/predictor.h>

@@ -26,6 +26,8 @@ namespace frugal {
 
 struct ImageLoader::Impl {
   std::vector<ImageSample> samples;
+  std::shared_ptr<const PackedFile> cache;  // when reading a packed cache
+  std::vector<int64_t> cache_index;         // samples[i] is the cache's sample cache_index[i]
   TransformPtr transform;
   int64_t height = 0, width = 0, channels = 3;
   int64_t rank = 0, world_size = 1;
@@ -82,10 +84,13 @@ struct ImageLoader::Impl {
     SampleRng rng(options.seed(), epoch, key_position);
     const int64_t n = static_cast<int64_t>(samples.size());
     for (int64_t attempt = 0;; ++attempt) {
-      const ImageSample& sample = samples[(index + attempt) % n];
+      const int64_t at = (index + attempt) % n;
+      const ImageSample& sample = samples[at];
       try {
         SampleRng sample_rng = rng;
-        const Image image = transform->apply(read_image(sample.path, options.color()), sample_rng);
+        const Image image =
+            cache ? transform->apply(cache->read(cache_index[at], options.color()), sample_rng)
+                  : transform->apply(read_image(sample.path, options.color()), sample_rng);
         FRUGAL_CHECK(image.height == height && image.width == width && image.channels == channels,
                      "ImageLoader: '", sample.path, "' came out of the transforms as ",
                      image.height, "x", image.width, "x", image.channels, ", expected ", height,
@@ -162,6 +167,35 @@ int64_t default_threads() {
 ImageLoader::ImageLoader(std::vector<ImageSample> samples, TransformPtr transform, int64_t height,
                          int64_t width, ImageLoaderOptions options)
     : options_(options), impl_(std::make_unique<Impl>()) {
+  init(std::move(samples), std::move(transform), height, width);
+}
+
+ImageLoader::ImageLoader(std::shared_ptr<const PackedFile> cache, TransformPtr transform,
+                         int64_t height, int64_t width, ImageLoaderOptions options,
+                         std::vector<int64_t> subset)
+    : options_(options), impl_(std::make_unique<Impl>()) {
+  FRUGAL_CHECK(cache != nullptr, "ImageLoader: the packed cache is null");
+  if (subset.empty()) {
+    subset.resize(static_cast<size_t>(cache->size()));
+    for (int64_t i = 0; i < cache->size(); ++i) subset[static_cast<size_t>(i)] = i;
+  }
+  std::vector<ImageSample> samples;
+  samples.reserve(subset.size());
+  for (const int64_t i : subset) {
+    FRUGAL_CHECK(i >= 0 && i < cache->size(), "ImageLoader: subset index ", i,
+                 " is not a sample of the packed cache '", cache->name(), "' (", cache->size(),
+                 " samples)");
+    samples.push_back(
+        {cache->name() + ":" + cache->paths()[static_cast<size_t>(i)], cache->entry(i).label});
+  }
+  impl_->cache = std::move(cache);
+  impl_->cache_index = std::move(subset);
+  init(std::move(samples), std::move(transform), height, width);
+}
+
+void ImageLoader::init(std::vector<ImageSample> samples, TransformPtr transform, int64_t height,
+                       int64_t width) {
+  const ImageLoaderOptions& options = options_;
   FRUGAL_CHECK(!samples.empty(), "ImageLoader: no samples");
   FRUGAL_CHECK(transform != nullptr, "ImageLoader: the transform is null");
   FRUGAL_CHECK(height >= 1 && width >= 1, "ImageLoader: height and width must be >= 1, got ",
@@ -172,6 +206,11 @@ ImageLoader::ImageLoader(std::vector<ImageSample> samples, TransformPtr transfor
                options.threads());
   FRUGAL_CHECK(options.batches_ahead() >= 1, "ImageLoader: batches_ahead must be >= 1, got ",
                options.batches_ahead());
+  FRUGAL_CHECK(options.shuffle_block() >= 0,
+               "ImageLoader: shuffle_block must be >= 0 (0: shuffle all samples), got ",
+               options.shuffle_block());
+  FRUGAL_CHECK(options.shuffle_window() >= 1, "ImageLoader: shuffle_window must be >= 1, got ",
+               options.shuffle_window());
   for (const ImageSample& s : samples) {
     FRUGAL_CHECK(s.label >= 0, "ImageLoader: sample '", s.path, "' has label ", s.label,
                  ", expected >= 0");
@@ -220,12 +259,44 @@ int64_t ImageLoader::num_batches() const {
   return options_.drop_last() ? n / b : (n + b - 1) / b;
 }
 
+namespace {
+// The blocks of `block` consecutive samples in a random order; then, per window of `window`
+// consecutive blocks of that order, its samples shuffled. One generator draws both.
+at::Tensor block_shuffle(int64_t n, int64_t block, int64_t window, uint64_t seed) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  const auto long_opts = at::TensorOptions().dtype(at::kLong);
+  const int64_t blocks = (n + block - 1) / block;
+  const at::Tensor block_order = at::randperm(blocks, gen, long_opts);
+  const int64_t* bo = block_order.data_ptr<int64_t>();
+  at::Tensor order = at::empty({n}, long_opts);
+  int64_t* out = order.data_ptr<int64_t>();
+  int64_t filled = 0;
+  std::vector<int64_t> members;
+  for (int64_t w = 0; w < blocks; w += window) {
+    members.clear();
+    for (int64_t b = w; b < std::min(blocks, w + window); ++b) {
+      for (int64_t i = bo[b] * block; i < std::min(n, (bo[b] + 1) * block); ++i) {
+        members.push_back(i);
+      }
+    }
+    const int64_t m = static_cast<int64_t>(members.size());
+    const at::Tensor perm = at::randperm(m, gen, long_opts);
+    const int64_t* p = perm.data_ptr<int64_t>();
+    for (int64_t k = 0; k < m; ++k) out[filled++] = members[static_cast<size_t>(p[k])];
+  }
+  return order;
+}
+}  // namespace
+
 std::vector<int64_t> ImageLoader::epoch_indices(int64_t epoch) const {
   // The same order as TensorLoader's (randperm from seed_mix(seed, epoch), padded by repeating).
   const int64_t n = static_cast<int64_t>(impl_->samples.size());
   const int64_t world = impl_->world_size;
   at::Tensor order;
-  if (options_.shuffle()) {
+  if (options_.shuffle() && options_.shuffle_block() > 0) {
+    order = block_shuffle(n, options_.shuffle_block(), options_.shuffle_window(),
+                          detail::seed_mix(options_.seed(), epoch));
+  } else if (options_.shuffle()) {
     at::Generator gen = at::detail::createCPUGenerator(detail::seed_mix(options_.seed(), epoch));
     order = at::randperm(n, gen, at::TensorOptions().dtype(at::kLong));
   } else {
@@ -323,9 +394,11 @@ bool ImageLoader::set_batch_size(int64_t batch_size) {
 }
 
 std::string ImageLoader::describe() const {
-  return fmt::format("ImageLoader({} images, {}x{}x{}, batch {}, {} threads, {})",
-                     impl_->samples.size(), impl_->channels, impl_->height, impl_->width,
-                     options_.batch_size(), impl_->workers.size(), impl_->transform->describe());
+  return fmt::format("ImageLoader({} images{}, {}x{}x{}, batch {}, {} threads, {})",
+                     impl_->samples.size(),
+                     impl_->cache ? " from the packed cache " + impl_->cache->name() : "",
+                     impl_->channels, impl_->height, impl_->width, options_.batch_size(),
+                     impl_->workers.size(), impl_->transform->describe());
 }
 
 at::Tensor normalize_batch(const at::Tensor& batch, const std::vector<double>& mean,

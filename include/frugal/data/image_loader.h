@@ -1,4 +1,5 @@
-// ImageLoader: a BatchSource over image files (ImageFolder, a list file) and transforms, decoded
+// ImageLoader: a BatchSource over image files (ImageFolder, a list file) or a packed cache
+// (packed.h) and transforms, decoded
 // by a pool of threads straight into preallocated uint8 batch buffers, several batches ahead,
 // delivered in order.
 //
@@ -23,6 +24,7 @@
 #include "frugal/data/batch_source.h"
 #include "frugal/data/image.h"
 #include "frugal/data/image_folder.h"
+#include "frugal/data/packed.h"
 #include "frugal/data/transforms.h"
 
 namespace frugal {
@@ -38,6 +40,14 @@ struct ImageLoaderOptions {
   TORCH_ARG(int64_t, batch_size);
   /// The epoch's order is a permutation drawn from (seed, epoch), as TensorLoader's.
   TORCH_ARG(bool, shuffle) = false;
+  /// Block shuffle, for data larger than RAM read from a packed cache: 0 (default) shuffles all
+  /// samples; B > 0 cuts the samples into blocks of B consecutive ones (consecutive in the file),
+  /// shuffles the blocks, then shuffles the samples within each window of `shuffle_window`
+  /// consecutive blocks of that order. Reads then stay within a few blocks at a time, at the
+  /// price of a less thorough shuffle (a sample's neighbours in a batch come from at most
+  /// `shuffle_window` blocks). Still a pure function of (seed, epoch).
+  TORCH_ARG(int64_t, shuffle_block) = 0;
+  TORCH_ARG(int64_t, shuffle_window) = 16;
   /// Seeds the shuffle and every sample's augmentation (SampleRng(seed, epoch, position)).
   TORCH_ARG(uint64_t, seed) = 0;
   TORCH_ARG(bool, drop_last) = false;
@@ -66,6 +76,12 @@ class ImageLoader : public BatchSource {
  public:
   ImageLoader(std::vector<ImageSample> samples, TransformPtr transform, int64_t height,
               int64_t width, ImageLoaderOptions options = {});
+  /// The samples of a packed cache (PackedFile::open; write_packed / frugal-pack), or of its
+  /// samples listed in `subset` (cache indices, in the order given), read from the mapped file:
+  /// no file opened per sample, nothing decoded for a raw cache. Each sample's checksum is checked
+  /// as it is read (a failure is a bad sample, as a corrupt file is).
+  ImageLoader(std::shared_ptr<const PackedFile> cache, TransformPtr transform, int64_t height,
+              int64_t width, ImageLoaderOptions options = {}, std::vector<int64_t> subset = {});
   ~ImageLoader() override;
 
   int64_t num_batches() const override;
@@ -85,6 +101,8 @@ class ImageLoader : public BatchSource {
   std::vector<int64_t> epoch_indices(int64_t epoch) const;
 
  private:
+  void init(std::vector<ImageSample> samples, TransformPtr transform, int64_t height,
+            int64_t width);
   struct Impl;
   ImageLoaderOptions options_;
   std::unique_ptr<Impl> impl_;
