@@ -1,8 +1,9 @@
 // The image pipeline against torchvision's (bench/data_pipeline.py, run by scripts/bench data):
-// frugal's ImageLoader over an image folder with RandomResizedCrop(224) + flip (+ normalize on
-// the "device", here the CPU, in the consumer pass), batch 256, 3 epochs. Prints one JSON line:
-// images/s of epochs 2..E (steady state) for the loader alone and with a dummy consumer, the
-// time to the first batch, peak RSS and RSS after each epoch.
+// frugal's ImageLoader over an image folder (--data) or a packed cache (--packed, frugal-pack)
+// with RandomResizedCrop(224) + flip (+ normalize on the "device", here the CPU, in the consumer
+// pass), batch 256, 3 epochs. Prints one JSON line: images/s of epochs 2..E (steady state) for
+// the loader alone and with a dummy consumer, the time to the first batch (from process start:
+// indexing included), peak RSS and RSS after each epoch. --first-batch-only stops there.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
@@ -14,6 +15,7 @@
 
 #include "frugal/data/image_folder.h"
 #include "frugal/data/image_loader.h"
+#include "frugal/data/packed.h"
 
 namespace {
 double now() {
@@ -31,10 +33,12 @@ int64_t status_kib(const std::string& key) {
 
 int main(int argc, char** argv) {
   CLI::App app("frugal image pipeline benchmark");
-  std::string data;
+  std::string data, packed;
   int64_t batch = 256, epochs = 3, threads = 0;
-  bool consumer = false;
-  app.add_option("--data", data, "image folder (class sub-folders)")->required();
+  bool consumer = false, first_batch_only = false;
+  app.add_option("--data", data, "image folder (class sub-folders)");
+  app.add_option("--packed", packed, "a packed cache (frugal-pack) instead of --data");
+  app.add_flag("--first-batch-only", first_batch_only, "stop after the first batch");
   app.add_option("--batch", batch, "batch size");
   app.add_option("--epochs", epochs, "epochs (the first is the warm-up)");
   app.add_option("--threads", threads, "decode threads (0: CPUs - 1)");
@@ -42,13 +46,25 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   at::set_num_threads(1);
 
+  if (data.empty() == packed.empty()) {
+    fmt::print(stderr, "give --data DIR or --packed FILE\n");
+    return 2;
+  }
   const double t0 = now();
-  frugal::ImageFolder folder(data);
-  frugal::ImageLoader loader(
-      folder.samples(),
+  const frugal::TransformPtr transform =
       frugal::compose({std::make_shared<frugal::RandomResizedCrop>(224),
-                       std::make_shared<frugal::RandomHorizontalFlip>()}),
-      224, 224, frugal::ImageLoaderOptions(batch).shuffle(true).seed(0).threads(threads));
+                       std::make_shared<frugal::RandomHorizontalFlip>()});
+  const auto options = frugal::ImageLoaderOptions(batch).shuffle(true).seed(0).threads(threads);
+  std::unique_ptr<frugal::ImageLoader> loader_ptr;
+  if (packed.empty()) {
+    frugal::ImageFolder folder(data);
+    loader_ptr =
+        std::make_unique<frugal::ImageLoader>(folder.samples(), transform, 224, 224, options);
+  } else {
+    loader_ptr = std::make_unique<frugal::ImageLoader>(frugal::PackedFile::open(packed),
+                                                       transform, 224, 224, options);
+  }
+  frugal::ImageLoader& loader = *loader_ptr;
   double first_batch = -1, steady_start = 0;
   int64_t steady_images = 0;
   double checksum = 0;
@@ -58,6 +74,7 @@ int main(int argc, char** argv) {
     loader.start_epoch(e);
     while (auto b = loader.next()) {
       if (first_batch < 0) first_batch = now() - t0;
+      if (first_batch_only) break;
       if (consumer) {
         at::Tensor x =
             frugal::normalize_batch(b->data, {0.485, 0.456, 0.406}, {0.229, 0.224, 0.225});
@@ -66,13 +83,16 @@ int main(int argc, char** argv) {
       if (e >= 1) steady_images += b->size();
     }
     rss.push_back(status_kib("VmRSS") / 1024.0);
+    if (first_batch_only) break;
   }
   const double steady = now() - steady_start;
   fmt::print(
-      "{{\"loader\": \"frugal\", \"consumer\": {}, \"threads\": {}, \"images\": {}, "
+      "{{\"loader\": \"{}\", \"consumer\": {}, \"threads\": {}, \"images\": {}, "
       "\"images_per_s\": {:.1f}, \"first_batch_s\": {:.3f}, \"peak_rss_mib\": {:.1f}, "
+      "\"rss_anon_mib\": {:.1f}, "
       "\"rss_mib_per_epoch\": [{:.1f}], \"checksum\": {}}}\n",
-      consumer, loader.threads(), folder.size(), steady_images / steady, first_batch,
-      status_kib("VmHWM") / 1024.0, fmt::join(rss, ", "), checksum);
+      packed.empty() ? "frugal" : "frugal-packed", consumer, loader.threads(),
+      loader.num_samples(), first_batch_only ? 0.0 : steady_images / steady, first_batch,
+      status_kib("VmHWM") / 1024.0, status_kib("RssAnon") / 1024.0, fmt::join(rss, ", "), checksum);
   return 0;
 }

@@ -147,4 +147,44 @@ put("image_list", "plain.csv", b"path,label\na/1.jpg,0\nb/2.png,1\n/abs/3.jpg,2\
 put("image_list", "quoted.csv", b'"with ""quotes"", and comma.jpg",3\r\n"x.png","4"\r\n')
 put("image_list", "bad.csv", b"a.jpg,-1\nb.jpg\n\"open,2\n")
 put("image_list", "big-label.csv", b"a.jpg,99999999999999999999999\n")
+# ---- packed caches (include/frugal/data/packed.h; src/data/packed.cpp, Note [Packed cache
+# layout]): written here from the documented layout, independently of frugal's writer ----
+def packed(samples, classes, storage, color=0):
+    """samples: (payload bytes, label, height, width, channels, format) in order."""
+    page = 4096
+    out = bytearray(b"FRUGALPK" + struct.pack("<I", 1))
+    out += bytes(page - len(out))
+    entries = []
+    for payload, label, h, w, c, fmt in samples:
+        end = len(out)
+        nxt = (end + page - 1) // page * page
+        at = nxt if len(payload) > page or (end // page != (end + len(payload) - 1) // page) else end
+        out += bytes(at - end)
+        entries.append(struct.pack("<QQqIIIHBB", at, len(payload), label, h, w,
+                                   zlib.crc32(payload), c, fmt, 0))
+        out += payload
+    data_size = len(out) - page
+    out += bytes((len(out) + 7) // 8 * 8 - len(out))
+    table = b"".join(entries)
+    strings = b"".join(struct.pack("<I", len(n)) + n for n in
+                       [c.encode() for c in classes] + [b"s/%d" % i for i in range(len(samples))])
+    table_offset = len(out)
+    out += table + strings
+    head = struct.pack("<8sIIQQQQQQQIIBBHIQQ20x", b"FRUGALPK", 1, page,
+                       len(out) + 128, len(samples), len(classes), table_offset, len(table),
+                       table_offset + len(table), len(strings), zlib.crc32(table),
+                       zlib.crc32(strings), storage, color, 90, 0, page, data_size)
+    out += head + struct.pack("<I", zlib.crc32(head))
+    return bytes(out)
+
+
+tiny = rgb.resize((6, 5))
+put("packed", "raw.fpk", packed([(tiny.tobytes(), 0, 5, 6, 3, 0),
+                                 (rgb.resize((3, 2)).tobytes(), 1, 2, 3, 3, 0)],
+                                ["a", "b"], storage=2))
+put("packed", "gray.fpk", packed([(tiny.convert("L").tobytes(), 1, 5, 6, 1, 0)], ["x", "y"],
+                                 storage=2, color=1))
+put("packed", "jpeg.fpk", packed([(encode(tiny, "JPEG"), 0, 5, 6, 3, 1),
+                                  (encode(gray.resize((4, 4)), "JPEG"), 0, 4, 4, 3, 1)],
+                                 ["only"], storage=1))
 print("seeds written under", root)

@@ -6,7 +6,11 @@
 //   # what the loader sees
 //
 // DIR holds train/ and val/ folders of class sub-folders, or the class sub-folders themselves
-// (then --val-fraction of each class, drawn with --seed, is held out for validation). Images are
+// (then --val-fraction of each class, drawn with --seed, is held out for validation). With
+// --packed FILE (made by frugal-pack), the training images come from that cache: packed from
+// DIR/train (validation then reads DIR/val), or from a folder of class sub-folders (then
+// --data is not needed, and --val-fraction splits the cache's samples as it would the folder's).
+// Images are
 // decoded by frugal's ImageLoader threads into uint8 batches and normalized (ImageNet mean/std)
 // by the model's first layer, on the training device. Flags after --max-epochs are the Trainer's,
 // named as in the Fashion-MNIST example.
@@ -30,6 +34,7 @@ namespace fs = std::filesystem;
 struct Args {
   std::string model = "resnet8";
   std::string data;
+  std::string packed;
   double val_fraction = 0.1;
   int64_t image_size = 64;
   bool augment = false;
@@ -55,13 +60,14 @@ torch::nn::Sequential make_model(const std::string& name, int64_t classes, int64
   return net;
 }
 
-/// A seeded stratified split: of each class, round(fraction * n) samples (at least one when the
-/// class has two or more) go to validation; both parts keep the folder's order.
-void split(const std::vector<frugal::ImageSample>& all, double fraction, uint64_t seed,
-           std::vector<frugal::ImageSample>* train, std::vector<frugal::ImageSample>* val) {
+/// A seeded stratified split of samples with these labels: of each class, round(fraction * n)
+/// samples (at least one when the class has two or more) go to validation; both parts keep the
+/// given order.
+void split(const std::vector<int64_t>& labels, double fraction, uint64_t seed,
+           std::vector<int64_t>* train, std::vector<int64_t>* val) {
   std::map<int64_t, std::vector<size_t>> by_class;
-  for (size_t i = 0; i < all.size(); ++i) by_class[all[i].label].push_back(i);
-  std::vector<bool> is_val(all.size(), false);
+  for (size_t i = 0; i < labels.size(); ++i) by_class[labels[i]].push_back(i);
+  std::vector<bool> is_val(labels.size(), false);
   std::mt19937_64 gen(seed);
   for (auto& [label, members] : by_class) {
     std::shuffle(members.begin(), members.end(), gen);
@@ -69,7 +75,14 @@ void split(const std::vector<frugal::ImageSample>& all, double fraction, uint64_
     if (n == 0 && members.size() >= 2 && fraction > 0) n = 1;
     for (int64_t k = 0; k < n; ++k) is_val[members[k]] = true;
   }
-  for (size_t i = 0; i < all.size(); ++i) (is_val[i] ? val : train)->push_back(all[i]);
+  for (size_t i = 0; i < labels.size(); ++i) (is_val[i] ? val : train)->push_back(int64_t(i));
+}
+
+std::vector<frugal::ImageSample> pick(const std::vector<frugal::ImageSample>& all,
+                                      const std::vector<int64_t>& indices) {
+  std::vector<frugal::ImageSample> out;
+  for (const int64_t i : indices) out.push_back(all[static_cast<size_t>(i)]);
+  return out;
 }
 
 }  // namespace
@@ -77,8 +90,9 @@ void split(const std::vector<frugal::ImageSample>& all, double fraction, uint64_
 int main(int argc, char** argv) {
   Args a;
   CLI::App app{"Train an image classifier on a folder of images with frugal"};
-  app.add_option("--data", a.data, "DIR with train/ and val/, or with the class folders")
-      ->required();
+  app.add_option("--data", a.data, "DIR with train/ and val/, or with the class folders");
+  app.add_option("--packed", a.packed,
+                 "train from this cache (frugal-pack) of DIR/train, or of a class folder");
   app.add_option("--val-fraction", a.val_fraction,
                  "without DIR/train: the share of each class held out for validation")
       ->capture_default_str();
@@ -102,36 +116,70 @@ int main(int argc, char** argv) {
                  "--val-fraction must be in [0, 1), got ", a.val_fraction);
     FRUGAL_CHECK(a.on_bad_sample == "raise" || a.on_bad_sample == "skip",
                  "--on-bad-sample must be raise or skip, got \"", a.on_bad_sample, "\"");
+    FRUGAL_CHECK(!a.data.empty() || !a.packed.empty(), "give --data DIR or --packed FILE");
     std::vector<std::string> classes;
     std::vector<frugal::ImageSample> train_samples, val_samples;
-    if (fs::is_directory(a.data + "/train")) {
-      frugal::ImageFolder train(a.data + "/train");
+    std::shared_ptr<const frugal::PackedFile> cache;
+    std::vector<int64_t> train_subset, val_subset;  // of the cache
+    const bool split_folders = !a.data.empty() && fs::is_directory(a.data + "/train");
+    if (!a.packed.empty()) {
+      cache = frugal::PackedFile::open(a.packed);
+      classes = cache->classes();
+    }
+    if (split_folders) {
       FRUGAL_CHECK(fs::is_directory(a.data + "/val"), "--data ", a.data,
                    ": has train/ but no val/ folder");
       frugal::ImageFolder val(a.data + "/val");
-      FRUGAL_CHECK(train.classes() == val.classes(), "--data ", a.data,
-                   ": train/ and val/ have different class folders");
-      classes = train.classes();
-      train_samples = train.samples();
+      if (cache) {
+        FRUGAL_CHECK(cache->classes() == val.classes(), "--packed ", a.packed,
+                     " has other classes than ", a.data, "/val (was it packed from ", a.data,
+                     "/train?)");
+        train_samples = cache->samples();
+      } else {
+        frugal::ImageFolder train(a.data + "/train");
+        FRUGAL_CHECK(train.classes() == val.classes(), "--data ", a.data,
+                     ": train/ and val/ have different class folders");
+        classes = train.classes();
+        train_samples = train.samples();
+      }
       val_samples = val.samples();
     } else {
-      frugal::ImageFolder all(a.data);
-      classes = all.classes();
-      split(all.samples(), a.val_fraction, static_cast<uint64_t>(a.train.seed), &train_samples,
-            &val_samples);
+      std::vector<frugal::ImageSample> all;
+      if (cache) {
+        all = cache->samples();
+      } else {
+        frugal::ImageFolder folder(a.data);
+        classes = folder.classes();
+        all = folder.samples();
+      }
+      std::vector<int64_t> labels;
+      for (const auto& s : all) labels.push_back(s.label);
+      std::vector<int64_t> train_idx, val_idx;
+      split(labels, a.val_fraction, static_cast<uint64_t>(a.train.seed), &train_idx, &val_idx);
+      train_samples = pick(all, train_idx);
+      val_samples = pick(all, val_idx);
+      if (cache) {
+        train_subset = train_idx;
+        val_subset = val_idx;
+      }
     }
     if (a.print_samples) {
       for (size_t c = 0; c < classes.size(); ++c)
         std::cout << "class\t" << c << "\t" << classes[c] << "\n";
       for (const auto* part : {&train_samples, &val_samples}) {
         for (const auto& s : *part) {
-          std::cout << s.label << "\t" << fs::path(s.path).lexically_relative(a.data).string()
+          const bool from_folder = !cache || (part == &val_samples && split_folders);
+          std::cout << s.label << "\t"
+                    << (from_folder ? fs::path(s.path).lexically_relative(a.data).string()
+                                    : s.path)
                     << "\n";
         }
       }
       return 0;
     }
-    FRUGAL_CHECK(!val_samples.empty(), "--data ", a.data,
+    FRUGAL_CHECK(!train_samples.empty(), "--data ", a.data, " --packed ", a.packed,
+                 ": no training samples (lower --val-fraction)");
+    FRUGAL_CHECK(!val_samples.empty(), "--data ", a.data, " --packed ", a.packed,
                  ": no validation samples (add val/ or raise --val-fraction)");
 
     const frugal_examples::TrainerArgs& t = a.train;
@@ -148,19 +196,25 @@ int main(int argc, char** argv) {
                                                    std::make_shared<frugal::CenterCrop>(size)});
     const auto bad =
         a.on_bad_sample == "skip" ? frugal::OnBadSample::kSkip : frugal::OnBadSample::kRaise;
+    const auto train_options = frugal::ImageLoaderOptions(a.train.batch_size)
+                                   .shuffle(true)
+                                   .seed(static_cast<uint64_t>(a.train.seed))
+                                   .threads(a.decode_threads)
+                                   .on_bad_sample(bad);
+    const auto val_options = frugal::ImageLoaderOptions(a.train.batch_size)
+                                 .pad_shards(false)
+                                 .threads(a.decode_threads)
+                                 .on_bad_sample(bad);
     auto train_loader =
-        std::make_shared<frugal::ImageLoader>(train_samples, train_tf, size, size,
-                                              frugal::ImageLoaderOptions(a.train.batch_size)
-                                                  .shuffle(true)
-                                                  .seed(static_cast<uint64_t>(a.train.seed))
-                                                  .threads(a.decode_threads)
-                                                  .on_bad_sample(bad));
+        cache ? std::make_shared<frugal::ImageLoader>(cache, train_tf, size, size, train_options,
+                                                      train_subset)
+              : std::make_shared<frugal::ImageLoader>(train_samples, train_tf, size, size,
+                                                      train_options);
     auto val_loader =
-        std::make_shared<frugal::ImageLoader>(val_samples, val_tf, size, size,
-                                              frugal::ImageLoaderOptions(a.train.batch_size)
-                                                  .pad_shards(false)
-                                                  .threads(a.decode_threads)
-                                                  .on_bad_sample(bad));
+        cache && !split_folders
+            ? std::make_shared<frugal::ImageLoader>(cache, val_tf, size, size, val_options,
+                                                    val_subset)
+            : std::make_shared<frugal::ImageLoader>(val_samples, val_tf, size, size, val_options);
 
     torch::manual_seed(static_cast<uint64_t>(a.train.seed));  // the model's initial weights
     torch::nn::Sequential net = make_model(a.model, static_cast<int64_t>(classes.size()), size);

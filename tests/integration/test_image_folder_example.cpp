@@ -201,3 +201,61 @@ TEST(ImageFolderExample, KilledAndResumedRunEndsLikeAnUninterruptedOne) {
   EXPECT_EQ(got["global_step"], expected["global_step"]);
   EXPECT_EQ(got["val_acc"], expected["val_acc"]);
 }
+
+TEST(ImageFolderExample, PackedRawCacheTrainsExactlyAsTheFolder) {
+  // A raw cache holds the folder's decoded pixels: the same samples, split, batches and so the
+  // same parameters as training from the files, in both layouts (train/ + val/, and one class
+  // folder split by --val-fraction, where --data is not needed at all).
+  SKIP_UNLESS_READY();
+  const std::string d = data_dir();
+  const fs::path pack = example().parent_path().parent_path().parent_path() / "tools" /
+                        "frugal-pack";
+  ASSERT_TRUE(fs::exists(pack)) << pack;
+  const std::string cache = d + "/train.fpk";
+  const auto packed = frugal::testing::run_program(
+      pack.string(),
+      "--data " + frugal::testing::shell_quote(d + "/data/train") + " --out " +
+          frugal::testing::shell_quote(cache) + " --storage raw --quiet",
+      d, "pack");
+  ASSERT_EQ(packed.exit_code, 0) << packed.describe();
+  auto train = [&](const std::string& name, const std::string& source) {
+    const std::string out = d + "/" + name;
+    fs::create_directories(out);
+    const auto run = frugal::testing::run_program(
+        example().string(),
+        source +
+            " --augment --image-size 16 --batch-size 8 --max-epochs 2 --num-threads 1"
+            " --no-progress-bar --decode-threads 2 --default-root-dir " +
+            frugal::testing::shell_quote(out) + " --metrics-json " +
+            frugal::testing::shell_quote(out + "/m.json"),
+        out, "train");
+    EXPECT_EQ(run.exit_code, 0) << run.describe();
+    return nlohmann::json::parse(frugal::testing::read_text(out + "/m.json"));
+  };
+  const std::string data = frugal::testing::shell_quote(d + "/data");
+  const std::string train_dir = frugal::testing::shell_quote(d + "/data/train");
+  const auto files = train("files", "--data " + data);
+  const auto from_cache = train("cached", "--data " + data + " --packed " + cache);
+  EXPECT_EQ(from_cache["params_sha256"], files["params_sha256"]);
+  EXPECT_EQ(from_cache["val_acc"], files["val_acc"]);
+  EXPECT_EQ(from_cache["train_samples"], 36);
+
+  const auto split_files = train("split_files", "--data " + train_dir + " --val-fraction 0.25");
+  const auto split_cache = train("split_cache", "--packed " + cache + " --val-fraction 0.25");
+  EXPECT_EQ(split_cache["params_sha256"], split_files["params_sha256"]);
+  EXPECT_EQ(split_cache["val_samples"], 9);
+  EXPECT_NE(split_cache["params_sha256"], files["params_sha256"]);
+  const auto print_files = frugal::testing::run_program(
+      example().string(), "--data " + train_dir + " --val-fraction 0.25 --print-samples", d,
+      "print_files");
+  const auto print_cache = frugal::testing::run_program(
+      example().string(), "--packed " + cache + " --val-fraction 0.25 --print-samples", d,
+      "print_cache");
+  EXPECT_EQ(print_cache.out, print_files.out);
+  // A cache that is not there is an error naming it.
+  const auto mismatch = frugal::testing::run_program(
+      example().string(), "--data " + data + " --packed " + cache + "x --print-samples", d,
+      "missing");
+  EXPECT_EQ(mismatch.exit_code, 1);
+  EXPECT_PRED_FORMAT2(::testing::IsSubstring, cache + "x", mismatch.err);
+}
