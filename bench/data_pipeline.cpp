@@ -15,6 +15,7 @@
 
 #include "frugal/data/image_folder.h"
 #include "frugal/data/image_loader.h"
+#include "frugal/data/lmdb.h"
 #include "frugal/data/packed.h"
 
 namespace {
@@ -33,11 +34,12 @@ int64_t status_kib(const std::string& key) {
 
 int main(int argc, char** argv) {
   CLI::App app("frugal image pipeline benchmark");
-  std::string data, packed;
+  std::string data, packed, lmdb;
   int64_t batch = 256, epochs = 3, threads = 0;
   bool consumer = false, first_batch_only = false;
   app.add_option("--data", data, "image folder (class sub-folders)");
   app.add_option("--packed", packed, "a packed cache (frugal-pack) instead of --data");
+  app.add_option("--lmdb", lmdb, "an LMDB database (frugal-pack --format lmdb) instead");
   app.add_flag("--first-batch-only", first_batch_only, "stop after the first batch");
   app.add_option("--batch", batch, "batch size");
   app.add_option("--epochs", epochs, "epochs (the first is the warm-up)");
@@ -46,8 +48,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   at::set_num_threads(1);
 
-  if (data.empty() == packed.empty()) {
-    fmt::print(stderr, "give --data DIR or --packed FILE\n");
+  if (data.empty() + packed.empty() + lmdb.empty() != 2) {
+    fmt::print(stderr, "give one of --data DIR, --packed FILE, --lmdb FILE\n");
     return 2;
   }
   const double t0 = now();
@@ -56,13 +58,16 @@ int main(int argc, char** argv) {
                        std::make_shared<frugal::RandomHorizontalFlip>()});
   const auto options = frugal::ImageLoaderOptions(batch).shuffle(true).seed(0).threads(threads);
   std::unique_ptr<frugal::ImageLoader> loader_ptr;
-  if (packed.empty()) {
+  if (!data.empty()) {
     frugal::ImageFolder folder(data);
     loader_ptr =
         std::make_unique<frugal::ImageLoader>(folder.samples(), transform, 224, 224, options);
+  } else if (!lmdb.empty()) {
+    loader_ptr = std::make_unique<frugal::ImageLoader>(frugal::LmdbFile::open(lmdb), transform, 224,
+                                                       224, options);
   } else {
-    loader_ptr = std::make_unique<frugal::ImageLoader>(frugal::PackedFile::open(packed),
-                                                       transform, 224, 224, options);
+    loader_ptr = std::make_unique<frugal::ImageLoader>(frugal::PackedFile::open(packed), transform,
+                                                       224, 224, options);
   }
   frugal::ImageLoader& loader = *loader_ptr;
   double first_batch = -1, steady_start = 0;
@@ -91,8 +96,11 @@ int main(int argc, char** argv) {
       "\"images_per_s\": {:.1f}, \"first_batch_s\": {:.3f}, \"peak_rss_mib\": {:.1f}, "
       "\"rss_anon_mib\": {:.1f}, "
       "\"rss_mib_per_epoch\": [{:.1f}], \"checksum\": {}}}\n",
-      packed.empty() ? "frugal" : "frugal-packed", consumer, loader.threads(),
-      loader.num_samples(), first_batch_only ? 0.0 : steady_images / steady, first_batch,
-      status_kib("VmHWM") / 1024.0, status_kib("RssAnon") / 1024.0, fmt::join(rss, ", "), checksum);
+      !data.empty()   ? "frugal"
+      : !lmdb.empty() ? "frugal-lmdb"
+                      : "frugal-packed",
+      consumer, loader.threads(), loader.num_samples(),
+      first_batch_only ? 0.0 : steady_images / steady, first_batch, status_kib("VmHWM") / 1024.0,
+      status_kib("RssAnon") / 1024.0, fmt::join(rss, ", "), checksum);
   return 0;
 }

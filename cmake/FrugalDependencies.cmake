@@ -47,6 +47,15 @@ else()
   message(WARNING "frugal: libjpeg or libpng not found (libjpeg62-turbo-dev, libpng-dev): "
                   "image decoding is compiled out")
 endif()
+# LMDB image databases (src/data/lmdb.cpp): Debian's liblmdb-dev; without it LmdbFile says so.
+find_path(FRUGAL_LMDB_INCLUDE_DIR lmdb.h)
+find_library(FRUGAL_LMDB_LIBRARY lmdb)
+if(FRUGAL_LMDB_INCLUDE_DIR AND FRUGAL_LMDB_LIBRARY)
+  set(FRUGAL_HAS_LMDB ON)
+else()
+  set(FRUGAL_HAS_LMDB OFF)
+  message(STATUS "frugal: liblmdb not found (liblmdb-dev): LMDB databases are compiled out")
+endif()
 
 # GPU machines have the PyTorch wheel but no Debian packages: scripts/fetch-deps copies the
 # header-only parts (and {fmt}, used header-only) into .deps/include, used when a package is missing.

@@ -6,12 +6,14 @@
 //   frugal-pack --data data/train --out train.fpk --max-side 320  # shrink the large ones
 //   frugal-pack --data data/train --out train.raw.fpk --storage raw --max-side 160
 //   frugal-pack --list files.csv --out train.fpk                  # `path,label` rows
+//   frugal-pack --data data/train --out train.lmdb --format lmdb  # an LMDB database instead
 //   frugal-pack --info train.fpk        # what a cache holds
 //   frugal-pack --verify train.fpk      # every sample's checksum
 //
 // Exits 1 with a message naming the file or option on any error, and then leaves no cache
 // behind (the file is written under a temporary name and renamed when complete).
 #include <frugal/data/image_folder.h>
+#include <frugal/data/lmdb.h>
 #include <frugal/data/packed.h>
 #include <frugal/error.h>
 #include <unistd.h>
@@ -54,7 +56,7 @@ void print_info(const frugal::PackedFile& cache) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string data, list, out, info, verify, storage = "jpeg";
+  std::string data, list, out, info, verify, storage = "jpeg", format = "packed";
   int64_t max_side = 0, threads = 0;
   int quality = 90;
   bool gray = false, skip_bad = false, quiet = false;
@@ -64,6 +66,9 @@ int main(int argc, char** argv) {
                  "CSV of path,label rows instead of --data (paths relative to "
                  "--data if given, else to the list's folder)");
   app.add_option("--out", out, "the cache file to write");
+  app.add_option("--format", format,
+                 "packed (one memory-mapped file) or lmdb (an LMDB database file, JPEG storage)")
+      ->capture_default_str();
   app.add_option("--storage", storage,
                  "jpeg (JPEG sources kept byte for byte unless shrunk) or "
                  "raw (decoded pixels: no decoding when read, ~10x bytes)")
@@ -95,6 +100,9 @@ int main(int argc, char** argv) {
     if (out.empty()) throw frugal::Error("--out is required (the cache file to write)");
     if (data.empty() && list.empty()) {
       throw frugal::Error("give --data DIR (an image folder) or --list FILE (CSV of path,label)");
+    }
+    if (format != "packed" && format != "lmdb") {
+      throw frugal::Error("--format must be packed or lmdb, got \"" + format + "\"");
     }
     if (storage != "jpeg" && storage != "raw") {
       throw frugal::Error("--storage must be jpeg or raw, got \"" + storage + "\"");
@@ -139,7 +147,9 @@ int main(int argc, char** argv) {
                      tty && done != total ? "" : "\n");
       };
     }
-    const frugal::PackResult r = frugal::write_packed(out, samples, classes, root, options);
+    const frugal::PackResult r = format == "lmdb"
+                                     ? frugal::write_lmdb(out, samples, classes, root, options)
+                                     : frugal::write_packed(out, samples, classes, root, options);
     std::printf(
         "wrote %s: %lld samples, %.1f MiB from %.1f MiB of files (%lld JPEGs kept as they "
         "were), %.1f s\n",

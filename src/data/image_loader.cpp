@@ -26,8 +26,8 @@ namespace frugal {
 
 struct ImageLoader::Impl {
   std::vector<ImageSample> samples;
-  std::shared_ptr<const PackedFile> cache;  // when reading a packed cache
-  std::vector<int64_t> cache_index;         // samples[i] is the cache's sample cache_index[i]
+  std::shared_ptr<const SampleStore> store;  // when reading a packed cache or LMDB
+  std::vector<int64_t> store_index;          // samples[i] is the store's sample store_index[i]
   TransformPtr transform;
   int64_t height = 0, width = 0, channels = 3;
   int64_t rank = 0, world_size = 1;
@@ -89,7 +89,7 @@ struct ImageLoader::Impl {
       try {
         SampleRng sample_rng = rng;
         const Image image =
-            cache ? transform->apply(cache->read(cache_index[at], options.color()), sample_rng)
+            store ? transform->apply(store->read(store_index[at], options.color()), sample_rng)
                   : transform->apply(read_image(sample.path, options.color()), sample_rng);
         FRUGAL_CHECK(image.height == height && image.width == width && image.channels == channels,
                      "ImageLoader: '", sample.path, "' came out of the transforms as ",
@@ -170,26 +170,24 @@ ImageLoader::ImageLoader(std::vector<ImageSample> samples, TransformPtr transfor
   init(std::move(samples), std::move(transform), height, width);
 }
 
-ImageLoader::ImageLoader(std::shared_ptr<const PackedFile> cache, TransformPtr transform,
+ImageLoader::ImageLoader(std::shared_ptr<const SampleStore> store, TransformPtr transform,
                          int64_t height, int64_t width, ImageLoaderOptions options,
                          std::vector<int64_t> subset)
     : options_(options), impl_(std::make_unique<Impl>()) {
-  FRUGAL_CHECK(cache != nullptr, "ImageLoader: the packed cache is null");
+  FRUGAL_CHECK(store != nullptr, "ImageLoader: the sample store is null");
   if (subset.empty()) {
-    subset.resize(static_cast<size_t>(cache->size()));
-    for (int64_t i = 0; i < cache->size(); ++i) subset[static_cast<size_t>(i)] = i;
+    subset.resize(static_cast<size_t>(store->size()));
+    for (int64_t i = 0; i < store->size(); ++i) subset[static_cast<size_t>(i)] = i;
   }
   std::vector<ImageSample> samples;
   samples.reserve(subset.size());
   for (const int64_t i : subset) {
-    FRUGAL_CHECK(i >= 0 && i < cache->size(), "ImageLoader: subset index ", i,
-                 " is not a sample of the packed cache '", cache->name(), "' (", cache->size(),
-                 " samples)");
-    samples.push_back(
-        {cache->name() + ":" + cache->paths()[static_cast<size_t>(i)], cache->entry(i).label});
+    FRUGAL_CHECK(i >= 0 && i < store->size(), "ImageLoader: subset index ", i,
+                 " is not a sample of '", store->name(), "' (", store->size(), " samples)");
+    samples.push_back({store->name() + ":" + store->sample_name(i), store->label(i)});
   }
-  impl_->cache = std::move(cache);
-  impl_->cache_index = std::move(subset);
+  impl_->store = std::move(store);
+  impl_->store_index = std::move(subset);
   init(std::move(samples), std::move(transform), height, width);
 }
 
@@ -395,8 +393,7 @@ bool ImageLoader::set_batch_size(int64_t batch_size) {
 
 std::string ImageLoader::describe() const {
   return fmt::format("ImageLoader({} images{}, {}x{}x{}, batch {}, {} threads, {})",
-                     impl_->samples.size(),
-                     impl_->cache ? " from the packed cache " + impl_->cache->name() : "",
+                     impl_->samples.size(), impl_->store ? " from " + impl_->store->name() : "",
                      impl_->channels, impl_->height, impl_->width, options_.batch_size(),
                      impl_->workers.size(), impl_->transform->describe());
 }

@@ -40,6 +40,7 @@
 #include <mutex>
 #include <thread>
 
+#include "data/pack_sample.h"
 #include "frugal/data/transforms.h"
 #include "frugal/error.h"
 #include "frugal/io/checkpoint.h"
@@ -180,16 +181,12 @@ void to_gray(Image* image) {
   image->channels = 1;
 }
 
-struct Packed {
-  std::vector<uint8_t> bytes;
-  PackedEntry entry;
-  int64_t source_bytes = 0;
-  bool kept = false;
-  std::string error;
-};
+}  // namespace
 
-Packed pack_one(const ImageSample& sample, const PackOptions& options) {
-  Packed out;
+namespace detail {
+
+PackedSample pack_sample(const ImageSample& sample, const PackOptions& options) {
+  PackedSample out;
   try {
     std::vector<uint8_t> source = read_file_bytes(sample.path);
     out.source_bytes = static_cast<int64_t>(source.size());
@@ -227,6 +224,10 @@ Packed pack_one(const ImageSample& sample, const PackOptions& options) {
   return out;
 }
 
+}  // namespace detail
+
+namespace {
+
 void put_string(std::vector<uint8_t>& out, const std::string& s) {
   put<uint32_t>(out, static_cast<uint32_t>(s.size()));
   out.insert(out.end(), s.begin(), s.end());
@@ -234,42 +235,90 @@ void put_string(std::vector<uint8_t>& out, const std::string& s) {
 
 }  // namespace
 
-PackResult write_packed(const std::string& path, const std::vector<ImageSample>& samples,
-                        const std::vector<std::string>& classes, const std::string& root,
-                        const PackOptions& options) {
-  FRUGAL_CHECK(!samples.empty(), "write_packed: no samples to pack into '", path, "'");
-  FRUGAL_CHECK(!classes.empty(), "write_packed: no class names");
-  FRUGAL_CHECK(options.storage == PackedStorage::kJpeg || options.storage == PackedStorage::kRaw,
-               "write_packed: storage must be kJpeg or kRaw");
-  FRUGAL_CHECK(options.max_side >= 0, "write_packed: max_side must be >= 0 (0: keep sizes), got ",
-               options.max_side);
-  FRUGAL_CHECK(options.quality >= 1 && options.quality <= 100,
-               "write_packed: quality must be in [1, 100], got ", options.quality);
-  FRUGAL_CHECK(options.threads >= 0, "write_packed: threads must be >= 0 (0: all CPUs), got ",
-               options.threads);
-  FRUGAL_CHECK(options.storage == PackedStorage::kRaw || options.color == ColorMode::kRGB,
-               "write_packed: a JPEG cache stores RGB (pick the colour mode when reading); "
-               "grayscale storage needs raw storage");
-  for (const ImageSample& s : samples) {
-    FRUGAL_CHECK(s.label >= 0 && s.label < static_cast<int64_t>(classes.size()),
-                 "write_packed: sample '", s.path, "' has label ", s.label, ", expected [0, ",
-                 classes.size(), ") (one per class name)");
-  }
-  detail::ensure_writable_dir(std::filesystem::absolute(path).parent_path().string(),
-                              /*create=*/true, "write_packed");
+namespace detail {
 
+void check_pack_input(const char* who, const std::string& path,
+                      const std::vector<ImageSample>& samples,
+                      const std::vector<std::string>& classes, const PackOptions& options) {
+  FRUGAL_CHECK(!samples.empty(), who, ": no samples to pack into '", path, "'");
+  FRUGAL_CHECK(!classes.empty(), who, ": no class names");
+  FRUGAL_CHECK(options.storage == PackedStorage::kJpeg || options.storage == PackedStorage::kRaw,
+               who, ": storage must be kJpeg or kRaw");
+  FRUGAL_CHECK(options.max_side >= 0, who, ": max_side must be >= 0 (0: keep sizes), got ",
+               options.max_side);
+  FRUGAL_CHECK(options.quality >= 1 && options.quality <= 100, who,
+               ": quality must be in [1, 100], got ", options.quality);
+  FRUGAL_CHECK(options.threads >= 0, who, ": threads must be >= 0 (0: all CPUs), got ",
+               options.threads);
+  FRUGAL_CHECK(options.storage == PackedStorage::kRaw || options.color == ColorMode::kRGB, who,
+               ": a JPEG cache stores RGB (pick the colour mode when reading); grayscale storage "
+               "needs raw storage");
+  for (const ImageSample& s : samples) {
+    FRUGAL_CHECK(s.label >= 0 && s.label < static_cast<int64_t>(classes.size()), who, ": sample '",
+                 s.path, "' has label ", s.label, ", expected [0, ", classes.size(),
+                 ") (one per class name)");
+  }
+  ensure_writable_dir(std::filesystem::absolute(path).parent_path().string(), /*create=*/true, who);
+}
+
+void pack_samples(const char* who, const std::vector<ImageSample>& samples, const std::string& root,
+                  const PackOptions& options, PackResult* result,
+                  const std::function<void(const std::string& name, PackedSample& sample)>& emit) {
   const int64_t n = static_cast<int64_t>(samples.size());
   const int64_t threads = options.threads > 0
                               ? options.threads
                               : std::max<int64_t>(1, std::thread::hardware_concurrency());
-  // Samples are prepared in chunks by `threads` workers, then written in order.
+  // Samples are prepared in chunks by `threads` workers, then emitted in order.
   const int64_t chunk = std::max<int64_t>(16, 8 * threads);
+  const std::filesystem::path base(root);
+  std::vector<PackedSample> prepared(static_cast<size_t>(chunk));
+  for (int64_t first = 0; first < n; first += chunk) {
+    const int64_t count = std::min(chunk, n - first);
+    std::atomic<int64_t> cursor{0};
+    auto work = [&] {
+      for (int64_t k; (k = cursor.fetch_add(1)) < count;) {
+        prepared[static_cast<size_t>(k)] = pack_sample(samples[first + k], options);
+      }
+    };
+    std::vector<std::thread> pool;
+    for (int64_t t = 1; t < std::min(threads, count); ++t) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+    for (int64_t k = 0; k < count; ++k) {
+      PackedSample& p = prepared[static_cast<size_t>(k)];
+      const ImageSample& sample = samples[first + k];
+      result->source_bytes += p.source_bytes;
+      if (!p.error.empty()) {
+        FRUGAL_CHECK(options.skip_bad, who, ": ", p.error,
+                     " (skip_bad / frugal-pack --skip-bad leaves such files out)");
+        result->skipped.push_back(p.error);
+      } else {
+        std::string rel =
+            base.empty() ? sample.path
+                         : std::filesystem::path(sample.path).lexically_relative(base).string();
+        if (rel.empty() || rel.rfind("..", 0) == 0) rel = sample.path;
+        emit(rel, p);
+        ++result->samples;
+        if (p.kept) ++result->kept_encoded;
+      }
+      p = PackedSample();
+      if (options.progress) options.progress(first + k + 1, n);
+    }
+  }
+  FRUGAL_CHECK(result->samples > 0, who, ": every sample was bad; nothing to pack");
+}
+
+}  // namespace detail
+
+PackResult write_packed(const std::string& path, const std::vector<ImageSample>& samples,
+                        const std::vector<std::string>& classes, const std::string& root,
+                        const PackOptions& options) {
+  detail::check_pack_input("write_packed", path, samples, classes, options);
   PackResult result;
   std::vector<PackedEntry> entries;
   std::vector<std::string> paths;
   entries.reserve(samples.size());
   paths.reserve(samples.size());
-  const std::filesystem::path base(root);
 
   detail::write_atomically(path, [&](const std::function<void(const void*, size_t)>& sink) {
     uint64_t end = kPage;
@@ -285,47 +334,16 @@ PackResult write_packed(const std::string& path, const std::vector<ImageSample>&
         end += k;
       }
     };
-    std::vector<Packed> prepared(static_cast<size_t>(chunk));
-    for (int64_t first = 0; first < n; first += chunk) {
-      const int64_t count = std::min(chunk, n - first);
-      std::atomic<int64_t> cursor{0};
-      auto work = [&] {
-        for (int64_t k; (k = cursor.fetch_add(1)) < count;) {
-          prepared[static_cast<size_t>(k)] = pack_one(samples[first + k], options);
-        }
-      };
-      std::vector<std::thread> pool;
-      for (int64_t t = 1; t < std::min(threads, count); ++t) pool.emplace_back(work);
-      work();
-      for (auto& t : pool) t.join();
-      for (int64_t k = 0; k < count; ++k) {
-        Packed& p = prepared[static_cast<size_t>(k)];
-        const ImageSample& sample = samples[first + k];
-        result.source_bytes += p.source_bytes;
-        if (!p.error.empty()) {
-          FRUGAL_CHECK(options.skip_bad, "write_packed: ", p.error,
-                       " (skip_bad / frugal-pack --skip-bad leaves such files out)");
-          result.skipped.push_back(p.error);
-        } else {
-          const uint64_t at = place(end, p.entry.size);
-          pad_to(at);
-          p.entry.offset = at;
-          sink(p.bytes.data(), p.bytes.size());
-          end += p.bytes.size();
-          entries.push_back(p.entry);
-          std::string rel =
-              base.empty() ? sample.path
-                           : std::filesystem::path(sample.path).lexically_relative(base).string();
-          if (rel.empty() || rel.rfind("..", 0) == 0) rel = sample.path;
-          paths.push_back(std::move(rel));
-          if (p.kept) ++result.kept_encoded;
-        }
-        p = Packed();
-        if (options.progress) options.progress(first + k + 1, n);
-      }
-    }
-    FRUGAL_CHECK(!entries.empty(), "write_packed: every sample was bad; nothing to pack into '",
-                 path, "'");
+    detail::pack_samples("write_packed", samples, root, options, &result,
+                         [&](const std::string& name, detail::PackedSample& p) {
+                           const uint64_t at = place(end, p.entry.size);
+                           pad_to(at);
+                           p.entry.offset = at;
+                           sink(p.bytes.data(), p.bytes.size());
+                           end += p.bytes.size();
+                           entries.push_back(p.entry);
+                           paths.push_back(name);
+                         });
     const uint64_t data_end = end;
     pad_to((end + 7) / 8 * 8);
     std::vector<uint8_t> table;
@@ -370,7 +388,6 @@ PackResult write_packed(const std::string& path, const std::vector<ImageSample>&
     sink(&h, sizeof(h));
     result.file_bytes = static_cast<int64_t>(h.file_size);
   });
-  result.samples = static_cast<int64_t>(entries.size());
   return result;
 }
 
@@ -540,10 +557,9 @@ std::string PackedFile::describe_sample(int64_t index) const {
                         "') of the packed cache '", name_, "'");
 }
 
-std::vector<ImageSample> PackedFile::samples() const {
-  std::vector<ImageSample> out(entries_.size());
-  for (size_t i = 0; i < out.size(); ++i) out[i] = {paths_[i], entries_[i].label};
-  return out;
+std::string PackedFile::sample_name(int64_t index) const {
+  entry(index);
+  return paths_[static_cast<size_t>(index)];
 }
 
 std::pair<const uint8_t*, size_t> PackedFile::bytes(int64_t index) const {

@@ -13,63 +13,17 @@
 #include "frugal/data/image_loader.h"
 #include "frugal/data/packed.h"
 #include "frugal/error.h"
+#include "image_set.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 using frugal::testing::error_message;
+using frugal::testing::image_set;
 
 namespace {
 
-// Smooth images with some grain (JPEG re-encoding stays close), of every kind the decoder meets:
-// RGB JPEG, RGB PNG, grayscale PNG, RGBA PNG, a PNG named .jpg, in nested folders.
-const char* kMakeSet = R"PY(
-import os, sys
-import numpy as np
-from PIL import Image
-root = sys.argv[1]
-rng = np.random.default_rng(5)
-for c in range(3):
-    for k in range(8 + c):
-        h, w = int(rng.integers(20, 70)), int(rng.integers(20, 70))
-        y, x = np.mgrid[0:h, 0:w]
-        base = np.stack([(x * 255 // w), (y * 255 // h), ((x + y) * 127 // (h + w)) + 60], -1)
-        a = np.clip(base + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
-        d = os.path.join(root, f"class{c}", "sub" if k >= 6 else "")
-        os.makedirs(d, exist_ok=True)
-        kind = k % 5
-        p = os.path.join(d, f"{k:02d}")
-        if kind == 0:
-            Image.fromarray(a).save(p + ".jpg", quality=90)
-        elif kind == 1:
-            Image.fromarray(a).save(p + ".png")
-        elif kind == 2:
-            Image.fromarray(a[:, :, 0]).save(p + ".png")
-        elif kind == 3:
-            Image.fromarray(np.dstack([a, a[:, :, :1]])).save(p + ".png")
-        else:
-            Image.fromarray(a).save(p + ".jpg", format="PNG")
-)PY";
-
-bool have_pil() {
-  return std::system("/usr/bin/python3 -c 'import PIL, numpy' >/dev/null 2>&1") == 0;
-}
-
-const std::string& image_set() {
-  static const std::string dir = [] {
-    const std::string d = frugal::testing::temp_dir("packed_set");
-    std::ofstream(d + "/make.py") << kMakeSet;
-    const std::string cmd = "/usr/bin/python3 " + d + "/make.py " + d + "/images";
-    EXPECT_EQ(std::system(cmd.c_str()), 0);
-    return d + "/images";
-  }();
-  return dir;
-}
-
-#define SKIP_WITHOUT_PIL() \
-  if (!have_pil()) GTEST_SKIP() << "needs /usr/bin/python3 with PIL and numpy (python3-pil)";
-
 std::string pack(const std::string& name, frugal::PackOptions options = {}) {
-  const std::string path = frugal::testing::temp_dir("packed") + "/" + name;
+  const std::string path = frugal::testing::temp_dir("packed_" + name) + "/" + name;
   frugal::ImageFolder folder(image_set());
   frugal::write_packed(path, folder.samples(), folder.classes(), folder.root(), options);
   return path;
@@ -118,7 +72,7 @@ frugal::TransformPtr augment() {
 }  // namespace
 
 TEST(Packed, JpegCacheKeepsTheIndexAndJpegBytesAndReencodesTheRest) {
-  SKIP_WITHOUT_PIL();
+  SKIP_WITHOUT_IMAGE_SET();
   frugal::ImageFolder folder(image_set());
   const auto cache = frugal::PackedFile::open(pack("jpeg.fpk"));
   ASSERT_EQ(cache->size(), folder.size());
@@ -160,7 +114,7 @@ TEST(Packed, JpegCacheKeepsTheIndexAndJpegBytesAndReencodesTheRest) {
 }
 
 TEST(Packed, RawCacheIsExactlyTheDecodedPixels) {
-  SKIP_WITHOUT_PIL();
+  SKIP_WITHOUT_IMAGE_SET();
   frugal::ImageFolder folder(image_set());
   const auto cache = frugal::PackedFile::open(pack("raw.fpk", raw()));
   ASSERT_EQ(cache->size(), folder.size());
@@ -188,7 +142,7 @@ TEST(Packed, RawCacheIsExactlyTheDecodedPixels) {
 }
 
 TEST(Packed, MaxSideShrinksWithTheAntialiasedResizeKeepingAspect) {
-  SKIP_WITHOUT_PIL();
+  SKIP_WITHOUT_IMAGE_SET();
   frugal::ImageFolder folder(image_set());
   const auto cache = frugal::PackedFile::open(pack("small.fpk", raw(32)));
   int64_t shrunk = 0;
@@ -214,7 +168,7 @@ TEST(Packed, MaxSideShrinksWithTheAntialiasedResizeKeepingAspect) {
 }
 
 TEST(Packed, LoaderOverTheCacheGivesTheFolderLoadersBatches) {
-  SKIP_WITHOUT_PIL();
+  SKIP_WITHOUT_IMAGE_SET();
   frugal::ImageFolder folder(image_set());
   const auto cache = frugal::PackedFile::open(pack("loader.fpk", raw()));
   auto options = frugal::ImageLoaderOptions(4).shuffle(true).seed(3);
@@ -240,7 +194,7 @@ TEST(Packed, LoaderOverTheCacheGivesTheFolderLoadersBatches) {
 }
 
 TEST(Packed, BlockShuffleIsAPermutationConfinedToItsWindows) {
-  SKIP_WITHOUT_PIL();
+  SKIP_WITHOUT_IMAGE_SET();
   const auto cache = frugal::PackedFile::open(pack("blocks.fpk", raw(16)));
   const int64_t n = cache->size();  // 27
   const int64_t block = 4, window = 2;
@@ -279,7 +233,7 @@ TEST(Packed, BlockShuffleIsAPermutationConfinedToItsWindows) {
 }
 
 TEST(Packed, DamagedForeignAndTruncatedCachesAreErrorsNamingTheFile) {
-  SKIP_WITHOUT_PIL();
+  SKIP_WITHOUT_IMAGE_SET();
   const std::string good = pack("good.fpk", raw(24));
   const std::vector<uint8_t> bytes = file_bytes(good);
   const std::string dir = frugal::testing::temp_dir("packed_bad");
@@ -343,7 +297,7 @@ TEST(Packed, DamagedForeignAndTruncatedCachesAreErrorsNamingTheFile) {
 }
 
 TEST(Packed, CacheReplacedOrCutUnderARunningLoader) {
-  SKIP_WITHOUT_PIL();
+  SKIP_WITHOUT_IMAGE_SET();
   frugal::ImageFolder folder(image_set());
   const std::string path = pack("replaced.fpk", raw(20));
   const auto reference = [&] {
@@ -371,7 +325,7 @@ TEST(Packed, CacheReplacedOrCutUnderARunningLoader) {
 }
 
 TEST(Packed, BadInputToTheWriterIsAnErrorAndLeavesNoFile) {
-  SKIP_WITHOUT_PIL();
+  SKIP_WITHOUT_IMAGE_SET();
   frugal::ImageFolder folder(image_set());
   const std::string dir = frugal::testing::temp_dir("packed_write");
   const std::string out = dir + "/out.fpk";
@@ -412,7 +366,7 @@ TEST(Packed, BadInputToTheWriterIsAnErrorAndLeavesNoFile) {
 }
 
 TEST(Packed, FrugalPackToolPacksPrintsVerifiesAndRefuses) {
-  SKIP_WITHOUT_PIL();
+  SKIP_WITHOUT_IMAGE_SET();
   const std::string dir = frugal::testing::temp_dir("packed_tool");
   const std::string tool = FRUGAL_PACK_TOOL;
   const std::string out = dir + "/tool.fpk";

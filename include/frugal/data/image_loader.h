@@ -76,11 +76,11 @@ class ImageLoader : public BatchSource {
  public:
   ImageLoader(std::vector<ImageSample> samples, TransformPtr transform, int64_t height,
               int64_t width, ImageLoaderOptions options = {});
-  /// The samples of a packed cache (PackedFile::open; write_packed / frugal-pack), or of its
-  /// samples listed in `subset` (cache indices, in the order given), read from the mapped file:
-  /// no file opened per sample, nothing decoded for a raw cache. Each sample's checksum is checked
-  /// as it is read (a failure is a bad sample, as a corrupt file is).
-  ImageLoader(std::shared_ptr<const PackedFile> cache, TransformPtr transform, int64_t height,
+  /// The samples of a store — a packed cache (PackedFile::open; write_packed / frugal-pack) or an
+  /// LMDB database (LmdbFile) — or its samples listed in `subset` (store indices, in the order
+  /// given): no file opened per sample; nothing decoded for a raw cache. A sample the store
+  /// cannot read (a failed checksum, a corrupt image) is a bad sample, as a corrupt file is.
+  ImageLoader(std::shared_ptr<const SampleStore> store, TransformPtr transform, int64_t height,
               int64_t width, ImageLoaderOptions options = {}, std::vector<int64_t> subset = {});
   ~ImageLoader() override;
 
@@ -92,6 +92,7 @@ class ImageLoader : public BatchSource {
   void set_shard(int64_t rank, int64_t world_size) override;
   std::string describe() const override;
   bool set_batch_size(int64_t batch_size) override;
+  int64_t worker_threads() const override { return threads(); }
 
   const ImageLoaderOptions& options() const { return options_; }
   int64_t threads() const;

@@ -29,6 +29,7 @@
 
 #include "frugal/data/image.h"
 #include "frugal/data/image_folder.h"
+#include "frugal/data/sample_store.h"
 
 namespace frugal {
 
@@ -90,17 +91,19 @@ struct PackedEntry {
 /// strings' CRC-32s, the file's size against the header (a truncated copy), every sample's bounds,
 /// label and shape. Each read checks the sample's CRC-32. Every error names the file (and the
 /// sample, by index and source path) and what is wrong. Thread-safe for reading.
-class PackedFile {
+class PackedFile : public SampleStore {
  public:
   static std::shared_ptr<const PackedFile> open(const std::string& path);
   /// A cache held in memory (tests, fuzzing); `name` is used in messages.
   static std::shared_ptr<const PackedFile> from_bytes(std::vector<uint8_t> bytes,
                                                       const std::string& name);
-  ~PackedFile();
+  ~PackedFile() override;
 
-  const std::string& name() const { return name_; }
-  int64_t size() const { return static_cast<int64_t>(entries_.size()); }
-  const std::vector<std::string>& classes() const { return classes_; }
+  const std::string& name() const override { return name_; }
+  int64_t size() const override { return static_cast<int64_t>(entries_.size()); }
+  const std::vector<std::string>& classes() const override { return classes_; }
+  int64_t label(int64_t index) const override { return entry(index).label; }
+  std::string sample_name(int64_t index) const override;
   const std::vector<std::string>& paths() const { return paths_; }
   const PackedEntry& entry(int64_t index) const;
   PackedStorage storage() const { return storage_; }
@@ -111,10 +114,8 @@ class PackedFile {
   /// Mean bytes per sample (data region / samples): sizes block shuffles.
   double mean_sample_bytes() const;
 
-  /// The samples as {path relative to the packed folder, label}.
-  std::vector<ImageSample> samples() const;
   /// Sample `index` decoded (JPEG) or copied (raw) in `mode`, after its checksum is checked.
-  Image read(int64_t index, ColorMode mode) const;
+  Image read(int64_t index, ColorMode mode) const override;
   /// Sample `index`'s stored bytes, checksum checked (valid as long as this object lives).
   std::pair<const uint8_t*, size_t> bytes(int64_t index) const;
   /// Checks every sample's CRC-32; throws on the first that fails.
