@@ -3,6 +3,7 @@
 // after one warm-up step. The reference in the same run is resnet18 (ratios printed per model).
 //
 //   build/bench/bench_zoo_throughput --repeats 3 --sizes 64,224 --threads 2
+//   build/bench/bench_zoo_throughput --channels-last   # NHWC against NCHW, interleaved, per model
 #include <fmt/format.h>
 #include <frugal/frugal.h>
 #include <torch/torch.h>
@@ -21,8 +22,9 @@ double median(std::vector<double> v) {
 
 // Images per second of `repeats` timed steps (one warm-up).
 double images_per_s(frugal::models::ZooModel& m, int64_t batch, int64_t size, bool train,
-                    int repeats) {
+                    int repeats, bool channels_last = false) {
   auto x = torch::randn({batch, 3, size, size});
+  if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
   auto y = torch::randint(0, 1000, {batch}, torch::kLong);
   torch::optim::SGD opt(m.parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   std::vector<double> secs;
@@ -44,6 +46,39 @@ double images_per_s(frugal::models::ZooModel& m, int64_t batch, int64_t size, bo
   return static_cast<double>(batch) / median(secs);
 }
 
+// The model's 4-D parameters and buffers in `format` (what TrainerOptions::channels_last does).
+void set_layout(torch::nn::Module& m, at::MemoryFormat format) {
+  torch::NoGradGuard g;
+  for (at::Tensor t : m.parameters()) {
+    if (t.dim() == 4) t.set_data(t.data().contiguous(format));
+  }
+  for (at::Tensor t : m.buffers()) {
+    if (t.dim() == 4) t.set_data(t.contiguous(format));
+  }
+}
+
+// Per model and size: images/s in NCHW and NHWC, alternating, and the ratio NHWC / NCHW.
+void compare_layouts(const std::vector<std::string>& models, const std::vector<int64_t>& sizes,
+                     int64_t batch, int repeats) {
+  std::cout << "| model | size | train NCHW | train NHWC | NHWC/NCHW | eval NCHW | eval NHWC | "
+               "NHWC/NCHW |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto& name : models) {
+    auto m = frugal::models::create_model(name);
+    for (auto s : sizes) {
+      double v[2][2];  // [layout][train, eval]
+      for (int layout = 0; layout < 2; ++layout) {
+        set_layout(*m, layout ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+        v[layout][0] = images_per_s(*m, batch, s, true, repeats, layout == 1);
+        v[layout][1] = images_per_s(*m, batch, s, false, repeats, layout == 1);
+      }
+      std::cout << fmt::format(
+                       "| {} | {} | {:.1f} | {:.1f} | {:.2f} | {:.1f} | {:.1f} | {:.2f} |\n", name,
+                       s, v[0][0], v[1][0], v[1][0] / v[0][0], v[0][1], v[1][1], v[1][1] / v[0][1])
+                << std::flush;
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -58,11 +93,17 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "torch threads (0: default)");
   app.add_option("--sizes", sizes, "image sizes")->delimiter(',');
   app.add_option("--models", models, "zoo models")->delimiter(',');
+  bool channels_last = false;
+  app.add_flag("--channels-last", channels_last, "compare NHWC with NCHW instead");
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) torch::set_num_threads(threads);
   torch::manual_seed(0);
   std::cout << fmt::format("batch {}, {} threads, median of {} steps\n", batch,
                            torch::get_num_threads(), repeats);
+  if (channels_last) {
+    compare_layouts(models, sizes, batch, repeats);
+    return 0;
+  }
   std::cout << "| model | params | MB (fp32) |";
   for (auto s : sizes) std::cout << fmt::format(" train {0}px img/s | eval {0}px img/s |", s);
   std::cout << "\n|---|---:|---:|";

@@ -119,6 +119,11 @@ void announce_hardware(const TrainerOptions& options, bool global_zero) {
   if (global_zero) std::cout << text << std::flush;
 }
 
+/// A 4-D input batch in the channels_last memory format (TrainerOptions::channels_last).
+void to_channels_last(Batch* batch) {
+  if (batch->data.dim() == 4) batch->data = batch->data.contiguous(at::MemoryFormat::ChannelsLast);
+}
+
 /// Lightning's fast_dev_run: n batches of everything, once, nothing written.
 TrainerOptions effective_options(TrainerOptions options) {
   options.validate();
@@ -325,6 +330,16 @@ void Trainer::prepare(Task& task, BatchSource* a, BatchSource* b) {
   if (options_.seed() >= 0) torch::manual_seed(static_cast<uint64_t>(options_.seed()));
   if (options_.deterministic()) at::globalContext().setDeterministicAlgorithms(true, false);
   task.module().to(device_);
+  if (options_.channels_last()) {
+    // Before the optimizer exists: its state is created in the parameters' layout.
+    torch::NoGradGuard no_grad;
+    for (at::Tensor t : task.module().parameters()) {
+      if (t.dim() == 4) t.set_data(t.data().contiguous(at::MemoryFormat::ChannelsLast));
+    }
+    for (at::Tensor t : task.module().buffers()) {
+      if (t.dim() == 4) t.set_data(t.contiguous(at::MemoryFormat::ChannelsLast));
+    }
+  }
   for (BatchSource* source : {a, b}) {
     if (source == nullptr) continue;
     source->set_device(device_);
@@ -379,6 +394,16 @@ void Trainer::fit(Task& task, std::shared_ptr<BatchSource> train, std::shared_pt
   } cpu_memory;
   try {
     prepare(task, train.get(), val.get());
+    if (options_.num_threads() == 0 && train->worker_threads() > 0) {
+      // The data source's threads need cores too: the automatic count leaves them theirs.
+      const int before = at::get_num_threads();
+      const ThreadDecision decision =
+          apply_cpu_threads(0, static_cast<int>(train->worker_threads()));
+      if (decision.threads != before && is_global_zero()) {
+        std::cout << "frugal: CPU threads: " << decision.threads << " (" << decision.reason << ")\n"
+                  << std::flush;
+      }
+    }
     // "auto" is decided once per fit, here; the checkpoint records the outcome.
     fit_->precision_choice = resolve_precision(options_.precision(), device_);
     if (options_.precision() == Precision::kAuto && is_global_zero()) {
@@ -575,6 +600,7 @@ bool Trainer::train_epoch(Task& task, BatchSource& train, BatchSource* val) {
     std::optional<Batch> batch = train.next();
     FRUGAL_CHECK(batch.has_value(), "the training source ", train.describe(), " ended after ", i,
                  " batches but announced ", train.num_batches());
+    if (options_.channels_last()) to_channels_last(&*batch);
     state_.batch_idx = i;
     fit_->batch_validated = false;
     run_training_batch(task, *batch, i);
@@ -1203,6 +1229,7 @@ std::vector<std::string> Trainer::run_evaluation(Task& task, BatchSource& data, 
   for (int64_t i = 0; i < max_batches; ++i) {
     std::optional<Batch> batch = data.next();
     if (!batch) break;
+    if (options_.channels_last()) to_channels_last(&*batch);
     state_.batch_idx = i;
     metrics_.set_context(stage, batch->size());
     StepContext ctx(metrics_, this, stage, i);

@@ -206,6 +206,7 @@ std::map<std::string, std::string> TrainerOptions::to_map() const {
       {"cpu_malloc_tuning", b(cpu_malloc_tuning_)},
       {"verify_checkpoints", b(verify_checkpoints_)},
       {"num_threads", s(num_threads_)},
+      {"channels_last", b(channels_last_)},
   };
 }
 

@@ -141,6 +141,10 @@ struct TrainerOptions {
   /// as it is (for programs that call at::set_num_threads themselves). Applied when the Trainer is
   /// built; the first lines of a fit say how many and why.
   TORCH_ARG(int64_t, num_threads) = 0;
+  /// The model's 4-D parameters and buffers, and every 4-D input batch, in the channels_last
+  /// (NHWC) memory format: faster convolutions with oneDNN on CPUs and with tensor cores on GPUs
+  /// (docs/performance.md measures it). The values are the same; only the layout changes.
+  TORCH_ARG(bool, channels_last) = false;
 
  public:
   /// Sets max_time from "DD:HH:MM:SS" (Lightning's format) or a duration.

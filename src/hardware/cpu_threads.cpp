@@ -195,6 +195,12 @@ ThreadDecision decide_cpu_threads(const CpuThreadInputs& in) {
         << " each";
     cpus = share;
   }
+  if (in.data_threads > 0) {
+    const int left = std::max(1, cpus - in.data_threads);
+    why << ", less " << in.data_threads << " data-loading thread"
+        << (in.data_threads == 1 ? "" : "s") << " -> " << left;
+    cpus = left;
+  }
   return {cpus, why.str()};
 }
 
@@ -217,8 +223,10 @@ CpuThreadInputs probe_cpu_thread_inputs(int user_threads) {
   return in;
 }
 
-ThreadDecision apply_cpu_threads(int user_threads) {
-  ThreadDecision decision = decide_cpu_threads(probe_cpu_thread_inputs(user_threads));
+ThreadDecision apply_cpu_threads(int user_threads, int data_threads) {
+  CpuThreadInputs inputs = probe_cpu_thread_inputs(user_threads);
+  inputs.data_threads = data_threads;
+  ThreadDecision decision = decide_cpu_threads(inputs);
   if (at::get_num_threads() != decision.threads) at::set_num_threads(decision.threads);
   return decision;
 }

@@ -11,6 +11,9 @@
 #include <fstream>
 #include <optional>
 
+#include "frugal/classifier.h"
+#include "frugal/data/batch_source.h"
+#include "frugal/trainer.h"
 #include "test_support.h"
 
 namespace {
@@ -194,6 +197,62 @@ TEST(CpuThreads, TrainerAppliesTheDecision) {
   }
   EXPECT_THAT(error_message([] { frugal::TrainerOptions().num_threads(-2).validate(); }),
               HasSubstr("num_threads must be >= 1 (0: decided from the CPUs"));
+  at::set_num_threads(before);
+}
+
+TEST(CpuThreads, DataLoadingThreadsGetTheirCores) {
+  // The automatic count leaves the data source's threads their cores; a user's or
+  // OMP_NUM_THREADS's count is taken as it is.
+  CpuThreadInputs in;
+  in.affinity_cpus = 2;
+  in.data_threads = 1;
+  frugal::ThreadDecision d = frugal::decide_cpu_threads(in);
+  EXPECT_EQ(d.threads, 1);
+  EXPECT_THAT(d.reason, HasSubstr("2 CPUs in the affinity mask, less 1 data-loading thread -> 1"));
+  in.affinity_cpus = 16;
+  in.local_world_size = 2;
+  in.data_threads = 3;
+  d = frugal::decide_cpu_threads(in);
+  EXPECT_EQ(d.threads, 5);
+  EXPECT_THAT(d.reason, HasSubstr("-> 8 each, less 3 data-loading threads -> 5"));
+  in.data_threads = 20;
+  EXPECT_EQ(frugal::decide_cpu_threads(in).threads, 1);
+  in.omp_num_threads = "3";
+  EXPECT_EQ(frugal::decide_cpu_threads(in).threads, 3);
+  in.user_threads = 4;
+  EXPECT_EQ(frugal::decide_cpu_threads(in).threads, 4);
+}
+
+namespace {
+// A TensorLoader that says it keeps `threads` threads busy, as an ImageLoader does.
+class ThreadedSource : public frugal::TensorLoader {
+ public:
+  ThreadedSource(at::Tensor x, at::Tensor y, int64_t threads)
+      : frugal::TensorLoader(std::move(x), std::move(y), frugal::TensorLoaderOptions(8)),
+        threads_(threads) {}
+  int64_t worker_threads() const override { return threads_; }
+
+ private:
+  int64_t threads_;
+};
+}  // namespace
+
+TEST(CpuThreads, FitLeavesTheDataSourcesThreadsTheirCores) {
+  ScopedEnv omp("OMP_NUM_THREADS", nullptr);
+  ScopedEnv local("LOCAL_WORLD_SIZE", nullptr);
+  const int before = at::get_num_threads();
+  const auto data = frugal::testing::make_toy_data(32);
+  auto fit = [&](frugal::TrainerOptions options) {
+    torch::nn::Sequential net(torch::nn::Linear(8, 3));
+    frugal::Classifier task(net);
+    frugal::Trainer trainer(options.max_epochs(1));
+    trainer.fit(task, std::make_shared<ThreadedSource>(data.x, data.y, 1));
+    return at::get_num_threads();
+  };
+  frugal::CpuThreadInputs in = frugal::probe_cpu_thread_inputs(0);
+  in.data_threads = 1;
+  EXPECT_EQ(fit(frugal::testing::quiet_options()), frugal::decide_cpu_threads(in).threads);
+  EXPECT_EQ(fit(frugal::testing::quiet_options().num_threads(2)), 2);
   at::set_num_threads(before);
 }
 

@@ -57,6 +57,10 @@ class BatchSource {
   /// Changes the batch size from the next start_epoch on; false when this source cannot
   /// (budget mode needs it).
   virtual bool set_batch_size(int64_t /*batch_size*/) { return false; }
+  /// Threads this source keeps busy producing batches beside the training computation (an
+  /// ImageLoader's decode threads); the Trainer's automatic CPU thread count leaves them their
+  /// cores (frugal/hardware/cpu_threads.h). 0 for sources that work on the caller's thread.
+  virtual int64_t worker_threads() const { return 0; }
 };
 
 namespace detail {

@@ -7,7 +7,10 @@
 //   2. OMP_NUM_THREADS when set (its first value: "4" or "4,2");
 //   3. the CPUs this process may run on: the affinity mask (sched_getaffinity), capped by the
 //      cgroup CPU quota (v2 cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us, rounded up), divided
-//      among the ranks a launcher started on this machine (LOCAL_WORLD_SIZE), at least 1 each.
+//      among the ranks a launcher started on this machine (LOCAL_WORLD_SIZE), at least 1 each,
+//      less the threads the training data source keeps busy beside it (ImageLoader's decode
+//      threads: BatchSource::worker_threads()), at least 1, so that the two do not fight for
+//      the same cores. The Trainer applies this once more when fit() sees its data source.
 //
 //   frugal::ThreadDecision d = frugal::apply_cpu_threads(/*user=*/0);
 //   std::cout << d.threads << " threads: " << d.reason << "\n";
@@ -32,6 +35,8 @@ struct CpuThreadInputs {
   std::optional<std::string> omp_num_threads;
   /// TrainerOptions::num_threads; <= 0: not set.
   int user_threads = 0;
+  /// Threads of the training data source that run beside the computation (decode threads).
+  int data_threads = 0;
 };
 
 struct ThreadDecision {
@@ -65,7 +70,7 @@ std::optional<double> read_cgroup_cpu_quota(const std::string& proc_self_cgroup,
 CpuThreadInputs probe_cpu_thread_inputs(int user_threads);
 
 /// probe + decide + at::set_num_threads(threads); returns the decision.
-ThreadDecision apply_cpu_threads(int user_threads);
+ThreadDecision apply_cpu_threads(int user_threads, int data_threads = 0);
 
 /// The BLAS LibTorch computes with, in words: "OpenBLAS 0.3.21 (openmp, Haswell)", "MKL",
 /// "reference BLAS (netlib)", ... From the loaded libraries (dl_iterate_phdr), else from
