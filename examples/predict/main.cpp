@@ -4,16 +4,24 @@
 //   build/examples/predict/predict --model cnn \
 //       --weights frugal_logs/checkpoints/last.ckpt --out predictions.csv --top-k 3
 //   build/examples/predict/predict --torchscript model.pt --out predictions.csv
+//   build/examples/predict/predict --model cnn --weights last.ckpt --images photos/ --out p.csv
 //
-// One row per image: index, label (and its name), then top-k classes, names and probabilities.
-// The file is written atomically. Reading a folder of images comes with the image pipeline.
+// One row per image: index (or, with --images, the file's path relative to DIR), label (and its
+// name), then top-k classes, names and probabilities. --images DIR predicts image files instead
+// of the IDX test set: a folder of class sub-folders (labelled as ImageFolder orders them: name
+// them 0..9) or any folder of images (unlabelled: no label columns), decoded as gray, resized and
+// centre-cropped to --image-size (28) and normalized as Fashion-MNIST is. The file is written
+// atomically.
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <filesystem>
 #include <string>
 
 #include "frugal/data/datasets/mnist.h"
+#include "frugal/data/image_folder.h"
 #include "frugal/deploy/predictor.h"
 #include "frugal/error.h"
 #include "frugal/loggers/logger.h"
@@ -32,19 +40,39 @@ torch::nn::Sequential make_model(const std::string& name) {
   return nullptr;
 }
 
+// Every image file under `dir` (torchvision's extensions), sorted by path.
+std::vector<std::string> image_files(const std::string& dir) {
+  namespace fs = std::filesystem;
+  FRUGAL_CHECK(fs::is_directory(dir), "--images ", dir, ": no such folder");
+  std::vector<std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::string ext = e.path().extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+    const auto& known = frugal::default_image_extensions();
+    if (std::find(known.begin(), known.end(), ext) != known.end()) out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  FRUGAL_CHECK(!out.empty(), "--images ", dir, ": no image files (", "jpg, png, ...)");
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Fashion-MNIST test-set predictions of a trained model, as CSV"};
   std::string model = "cnn", weights, torchscript, out = "predictions.csv", precision = "32";
-  std::string data_dir = frugal::datasets::FashionMnist::kDefaultDir;
-  int64_t top_k = 3, batch_size = 256, limit = 0;
+  std::string data_dir = frugal::datasets::FashionMnist::kDefaultDir, images;
+  int64_t top_k = 3, batch_size = 256, limit = 0, image_size = 28;
   int num_threads = 0;
   bool channels_last = false;
   app.add_option("--model", model, "cnn, cnn-bn or mlp (with --weights)")->capture_default_str();
   app.add_option("--weights", weights, "frugal checkpoint or torch::save archive of the model");
   app.add_option("--torchscript", torchscript, "a TorchScript file instead of --model/--weights");
   app.add_option("--data-dir", data_dir, "folder with the IDX files")->capture_default_str();
+  app.add_option("--images", images, "predict the image files under this folder instead");
+  app.add_option("--image-size", image_size, "with --images: the side the model sees")
+      ->capture_default_str();
   app.add_option("--out", out, "CSV file to write")->capture_default_str();
   app.add_option("--top-k", top_k, "classes per image")->capture_default_str();
   app.add_option("--batch-size", batch_size)->capture_default_str();
@@ -65,14 +93,41 @@ int main(int argc, char** argv) {
     frugal::Predictor predictor = torchscript.empty()
                                       ? frugal::Predictor::load(make_model(model), weights, options)
                                       : frugal::Predictor::load_torchscript(torchscript, options);
-    const auto data = frugal::datasets::FashionMnist::load(data_dir);
-    const frugal::datasets::Split& test = data.test();
-    const int64_t n = limit > 0 ? std::min(limit, test.images.size(0)) : test.images.size(0);
-    frugal::TensorLoader source(test.images.slice(0, 0, n), test.labels.slice(0, 0, n),
-                                frugal::TensorLoaderOptions(batch_size));
-    frugal::Predictions p = predictor.predict(source, top_k);
+    frugal::Predictions p;
+    std::vector<std::string> row_names;  // --images: the files, relative to the folder
+    if (!images.empty()) {
+      FRUGAL_CHECK(image_size >= 1, "--image-size must be >= 1, got ", image_size);
+      const auto input =
+          frugal::ImageInputOptions(image_size, image_size)
+              .transform(frugal::compose({std::make_shared<frugal::Resize>(image_size),
+                                          std::make_shared<frugal::CenterCrop>(image_size)}))
+              .color(frugal::ColorMode::kGray)
+              .mean({frugal::datasets::FashionMnist::kMean})
+              .std({frugal::datasets::FashionMnist::kStd});
+      std::vector<frugal::ImageSample> samples;
+      try {
+        samples = frugal::ImageFolder(images).samples();  // class sub-folders: labelled
+      } catch (const frugal::Error&) {
+        for (const std::string& f : image_files(images)) samples.push_back({f, -1});
+      }
+      if (limit > 0 && static_cast<int64_t>(samples.size()) > limit) samples.resize(limit);
+      for (const auto& s : samples) {
+        row_names.push_back(std::filesystem::path(s.path).lexically_relative(images).string());
+      }
+      p = predictor.predict_images(samples, input, top_k);
+    } else {
+      const auto data = frugal::datasets::FashionMnist::load(data_dir);
+      const frugal::datasets::Split& test = data.test();
+      const int64_t count = limit > 0 ? std::min(limit, test.images.size(0)) : test.images.size(0);
+      frugal::TensorLoader source(test.images.slice(0, 0, count), test.labels.slice(0, 0, count),
+                                  frugal::TensorLoaderOptions(batch_size));
+      p = predictor.predict(source, top_k);
+    }
+    const int64_t n = p.probabilities.size(0);
+    const bool labelled = p.targets.defined();
 
-    std::string csv = "index,label,label_name";
+    std::string csv = row_names.empty() ? "index" : "path";
+    if (labelled) csv += ",label,label_name";
     for (int64_t k = 1; k <= top_k; ++k) {
       csv += fmt::format(",top{0},top{0}_name,top{0}_probability", k);
     }
@@ -81,8 +136,12 @@ int main(int argc, char** argv) {
       return c >= 0 && c < 10 ? std::string(kClassNames[c]) : std::to_string(c);
     };
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t label = p.targets[i].item<int64_t>();
-      csv += fmt::format("{},{},{}", i, label, frugal::detail::csv_cell(name(label)));
+      csv += row_names.empty() ? std::to_string(i)
+                               : frugal::detail::csv_cell(row_names[static_cast<size_t>(i)]);
+      if (labelled) {
+        const int64_t label = p.targets[i].item<int64_t>();
+        csv += fmt::format(",{},{}", label, frugal::detail::csv_cell(name(label)));
+      }
       for (int64_t k = 0; k < top_k; ++k) {
         const int64_t c = p.top_indices[i][k].item<int64_t>();
         csv += fmt::format(",{},{},{:.6f}", c, frugal::detail::csv_cell(name(c)),
@@ -91,7 +150,11 @@ int main(int argc, char** argv) {
       csv += "\n";
     }
     frugal::detail::write_file_atomically(out, csv);
-    fmt::print("{} predictions written to {}; top-1 accuracy {:.4f}\n", n, out, p.accuracy());
+    if (labelled) {
+      fmt::print("{} predictions written to {}; top-1 accuracy {:.4f}\n", n, out, p.accuracy());
+    } else {
+      fmt::print("{} predictions written to {}\n", n, out);
+    }
   } catch (const frugal::Error& e) {
     fmt::print(stderr, "predict: {}\n", e.what());
     return 1;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "frugal/data/image_loader.h"
 #include "frugal/error.h"
 #include "frugal/io/checkpoint.h"
 #include "precision/plugin.h"
@@ -223,14 +224,20 @@ Predictions Predictor::predict(const at::Tensor& inputs, int64_t k) {
 }
 
 Predictions Predictor::predict(BatchSource& source, int64_t k) {
+  return predict_batches(source, k, {}, /*keep_targets=*/true);
+}
+
+Predictions Predictor::predict_batches(BatchSource& source, int64_t k,
+                                       const std::function<at::Tensor(const at::Tensor&)>& prepare,
+                                       bool keep_targets) {
   torch::NoGradGuard no_grad;
   source.set_device(c10::Device(c10::kCPU));  // moved (pinned) by run_batch
   source.start_epoch(0, 0);
   std::vector<at::Tensor> outputs;
   std::vector<at::Tensor> targets;
   while (auto batch = source.next()) {
-    outputs.push_back(run_batch(batch->data));
-    if (batch->target.defined()) targets.push_back(batch->target.to(at::kCPU));
+    outputs.push_back(run_batch(prepare ? prepare(batch->data) : batch->data));
+    if (keep_targets && batch->target.defined()) targets.push_back(batch->target.to(at::kCPU));
   }
   FRUGAL_CHECK(!outputs.empty(), "Predictor::predict: ", source.describe(), " yielded no batches");
   at::Tensor out = at::cat(outputs, 0);
@@ -239,8 +246,51 @@ Predictions Predictor::predict(BatchSource& source, int64_t k) {
                "returned ",
                out.sizes());
   Predictions p = make_predictions(at::softmax(out, 1), k);
-  if (targets.size() == outputs.size()) p.targets = at::cat(targets, 0);
+  if (keep_targets && targets.size() == outputs.size()) p.targets = at::cat(targets, 0);
   return p;
+}
+
+Predictions Predictor::predict_images(const std::vector<ImageSample>& images,
+                                      const ImageInputOptions& input, int64_t k) {
+  FRUGAL_CHECK(!images.empty(), "Predictor::predict_images: no images");
+  FRUGAL_CHECK(input.height() >= 1 && input.width() >= 1,
+               "Predictor::predict_images: height and width must be >= 1, got ", input.height(),
+               "x", input.width());
+  FRUGAL_CHECK(input.mean().size() == input.std().size(),
+               "Predictor::predict_images: mean and std need the same number of values (one per "
+               "channel), got ",
+               input.mean().size(), " and ", input.std().size());
+  const TransformPtr transform =
+      input.transform() ? input.transform()
+                        : compose({std::make_shared<Resize>(input.height() * 8 / 7),
+                                   std::make_shared<CenterCrop>(input.height(), input.width())});
+  const bool labelled =
+      std::all_of(images.begin(), images.end(), [](const ImageSample& s) { return s.label >= 0; });
+  std::vector<ImageSample> samples = images;
+  if (!labelled) {
+    for (ImageSample& s : samples) s.label = 0;
+  }
+  ImageLoader loader(std::move(samples), transform, input.height(), input.width(),
+                     ImageLoaderOptions(impl_->options.batch_size())
+                         .pad_shards(false)
+                         .threads(input.threads())
+                         .color(input.color()));
+  const c10::Device device = impl_->options.device();
+  const std::vector<double> mean = input.mean(), std = input.std();
+  auto prepare = [&](const at::Tensor& batch) {
+    // Normalized where the model runs (4x fewer bytes to move than float32).
+    const at::Tensor x = batch.to(device);
+    return mean.empty() ? x : normalize_batch(x, mean, std);
+  };
+  return predict_batches(loader, k, prepare, labelled);
+}
+
+Predictions Predictor::predict_images(const std::vector<std::string>& paths,
+                                      const ImageInputOptions& input, int64_t k) {
+  std::vector<ImageSample> samples;
+  samples.reserve(paths.size());
+  for (const std::string& p : paths) samples.push_back({p, -1});
+  return predict_images(samples, input, k);
 }
 
 }  // namespace frugal

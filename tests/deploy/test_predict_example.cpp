@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "frugal/data/datasets/mnist.h"
@@ -88,6 +89,69 @@ TEST(PredictExample, CsvMatchesThePredictor) {
     EXPECT_NEAR(std::stod(r[8]), p.top_probabilities[i][1].item<double>(), 1e-5);
   }
   EXPECT_EQ(rows[1][2].empty(), false);
+}
+
+TEST(PredictExample, ImageFilesGiveTheIdxImagesPredictions) {
+  // Fashion-MNIST's test images written as PNG (lossless) by scripts/make-image-set: predicted
+  // from the files, each equals the prediction for the same IDX image; a folder of class
+  // sub-folders is labelled, a flat folder is not.
+  if (!fs::exists(std::string(frugal::datasets::FashionMnist::kDefaultDir)) ||
+      std::system("/usr/bin/python3 -c 'import PIL, numpy' >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "needs Fashion-MNIST (dataset-fashion-mnist) and PIL (python3-pil)";
+  }
+  const std::string dir = frugal::testing::temp_dir("predict_example_images");
+  ASSERT_EQ(std::system(("/usr/bin/python3 " + std::string(FRUGAL_MAKE_IMAGE_SET) +
+                         " fashion-mnist " + dir + "/fm --format png --limit 30 >/dev/null")
+                            .c_str()),
+            0);
+  torch::manual_seed(4);
+  torch::nn::Sequential net = frugal::models::SmallCnnBn();
+  torch::save(net, dir + "/cnn.pt");
+  std::string log;
+  ASSERT_EQ(run("--model cnn-bn --weights " + dir + "/cnn.pt --images " + dir + "/fm/test --out " +
+                    dir + "/p.csv --top-k 2 --batch-size 8",
+                &log),
+            0)
+      << log;
+  const auto rows = read_csv(dir + "/p.csv");
+  ASSERT_EQ(rows.size(), 31u);
+  EXPECT_EQ(rows[0][0], "path");
+  EXPECT_EQ(rows[0][1], "label");
+  const auto data = frugal::datasets::FashionMnist::load();
+  frugal::Predictor predictor(net);
+  frugal::Predictions p = predictor.predict(data.test().images.slice(0, 0, 30), 2);
+  std::set<int64_t> seen;
+  for (size_t r = 1; r < rows.size(); ++r) {
+    // "<label>/<index>.png"
+    const std::string& path = rows[r][0];
+    const int64_t i = std::stoll(fs::path(path).stem().string());
+    seen.insert(i);
+    EXPECT_EQ(std::stoll(rows[r][1]), data.test().labels[i].item<int64_t>()) << path;
+    EXPECT_EQ(std::stoll(rows[r][3]), p.top_indices[i][0].item<int64_t>()) << path;
+    EXPECT_NEAR(std::stod(rows[r][5]), p.top_probabilities[i][0].item<double>(), 1e-5) << path;
+    EXPECT_NEAR(std::stod(rows[r][8]), p.top_probabilities[i][1].item<double>(), 1e-5) << path;
+  }
+  EXPECT_EQ(seen.size(), 30u);
+  // A flat folder: no labels.
+  fs::create_directories(dir + "/flat");
+  fs::copy_file(dir + "/fm/test/9/00000.png", dir + "/flat/a.png");
+  fs::copy_file(dir + "/fm/test/2/00001.png", dir + "/flat/b.PNG");
+  ASSERT_EQ(run("--model cnn-bn --weights " + dir + "/cnn.pt --images " + dir + "/flat --out " +
+                    dir + "/flat.csv --top-k 1",
+                &log),
+            0)
+      << log;
+  const auto flat = read_csv(dir + "/flat.csv");
+  ASSERT_EQ(flat.size(), 3u);
+  EXPECT_EQ(flat[0], (std::vector<std::string>{"path", "top1", "top1_name", "top1_probability"}));
+  EXPECT_EQ(flat[1][0], "a.png");
+  EXPECT_EQ(std::stoll(flat[2][1]), p.top_indices[1][0].item<int64_t>());
+  EXPECT_NEAR(std::stod(flat[2][3]), p.top_probabilities[1][0].item<double>(), 1e-5);
+  EXPECT_EQ(run("--model cnn-bn --weights " + dir + "/cnn.pt --images " + dir + "/nothing --out " +
+                    dir + "/none.csv",
+                &log),
+            1);
+  EXPECT_NE(log.find("nothing: no such folder"), std::string::npos) << log;
 }
 
 TEST(PredictExample, BadArgumentsFailWithoutAFile) {

@@ -168,3 +168,23 @@ TEST(Predictor, RefusesBadOptionsAndInputs) {
   EXPECT_THAT(error_of([&] { p.predict(torch::randn({2, 8}), 4); }), HasSubstr("k must be"));
   EXPECT_THAT(error_of([&] { p.logits(at::Tensor()); }), HasSubstr("inputs"));
 }
+
+TEST(Predictor, PredictImagesRefusesBadInput) {
+  nn::Sequential net = small_net(1);
+  frugal::Predictor predictor(net);
+  EXPECT_THAT(error_of([&] {
+                predictor.predict_images(std::vector<std::string>{}, frugal::ImageInputOptions());
+              }),
+              HasSubstr("no images"));
+  EXPECT_THAT(error_of([&] {
+                predictor.predict_images(std::vector<std::string>{"x.png"},
+                                         frugal::ImageInputOptions().mean({0.5}).std({0.5, 0.5}));
+              }),
+              HasSubstr("mean and std need the same number of values"));
+  const std::string dir = frugal::testing::temp_dir("predict_images_bad");
+  EXPECT_THAT(error_of([&] {
+                predictor.predict_images(std::vector<std::string>{dir + "/missing.png"},
+                                         frugal::ImageInputOptions(8, 8));
+              }),
+              HasSubstr(dir + "/missing.png"));
+}

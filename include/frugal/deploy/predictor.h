@@ -7,7 +7,12 @@
 //   // p.probabilities (N x classes), p.top_indices / p.top_probabilities (N x 3), p.targets
 //
 // A TorchScript file (Python's torch.jit.script(model).save(...), or frugal's) loads with
-// Predictor::load_torchscript(path).
+// Predictor::load_torchscript(path). Image files go in through predict_images (decoded by an
+// ImageLoader with the evaluation transforms, normalized on the predictor's device):
+//
+//   frugal::ImageFolder folder("photos");   // or any list of paths
+//   auto p = predictor.predict_images(folder.samples(), frugal::ImageInputOptions(224, 224)
+//                                         .mean({0.485, 0.456, 0.406}).std({0.229, 0.224, 0.225}));
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -22,6 +27,8 @@
 #include <string>
 
 #include "frugal/data/batch_source.h"
+#include "frugal/data/image_folder.h"
+#include "frugal/data/transforms.h"
 #include "frugal/precision/precision.h"
 
 namespace frugal {
@@ -38,6 +45,24 @@ struct PredictorOptions {
   TORCH_ARG(bool, channels_last) = false;
   /// What a checkpoint's checksum check does on load (see frugal::load_weights).
   TORCH_ARG(bool, verify_checksum) = true;
+};
+
+/// How image files become the model's input (Predictor::predict_images).
+struct ImageInputOptions {
+  ImageInputOptions(int64_t height = 224, int64_t width = 224) : height_(height), width_(width) {}
+  TORCH_ARG(int64_t, height);
+  TORCH_ARG(int64_t, width);
+  /// The evaluation transforms, which must give height x width images. Null: torchvision's
+  /// evaluation convention, Resize(height * 8 / 7) + CenterCrop(height, width) (256 -> 224).
+  TORCH_ARG(TransformPtr, transform) = nullptr;
+  TORCH_ARG(ColorMode, color) = ColorMode::kRGB;
+  /// Per channel, (x / 255 - mean) / std (normalize_batch, on the predictor's device). Empty: the
+  /// uint8 batch goes to the model as it is (a model that normalizes itself, as
+  /// examples/image_folder's does).
+  TORCH_ARG(std::vector<double>, mean);
+  TORCH_ARG(std::vector<double>, std);
+  /// Decode threads (0: the number of CPUs less one, at least 1).
+  TORCH_ARG(int64_t, threads) = 0;
 };
 
 /// What Predictor::predict returns, all on the CPU, one row per sample in the source's order.
@@ -88,6 +113,13 @@ class Predictor {
   Predictions predict(const at::Tensor& inputs, int64_t k = 1);
   /// The same over one pass of `source` (epoch 0, from its first batch; its targets kept).
   Predictions predict(BatchSource& source, int64_t k = 1);
+  /// The same for image files, in the order given, labels as targets (ImageFolder::samples()).
+  /// A file that cannot be read is an error naming it.
+  Predictions predict_images(const std::vector<ImageSample>& images, const ImageInputOptions& input,
+                             int64_t k = 1);
+  /// Unlabelled image files (no targets).
+  Predictions predict_images(const std::vector<std::string>& paths, const ImageInputOptions& input,
+                             int64_t k = 1);
 
   const PredictorOptions& options() const;
 
@@ -100,6 +132,9 @@ class Predictor {
   struct Impl;
   explicit Predictor(std::unique_ptr<Impl> impl);
   at::Tensor run_batch(const at::Tensor& batch);
+  Predictions predict_batches(BatchSource& source, int64_t k,
+                              const std::function<at::Tensor(const at::Tensor&)>& prepare,
+                              bool keep_targets);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -28,8 +28,8 @@ constexpr int64_t kMaxElements = int64_t{1} << 40;
 
 // Fashion-MNIST's training-set pixel statistics after scaling to [0,1] (MNIST's own are
 // 0.1307 / 0.3081; the same constants are used for both so one model sees one input range).
-constexpr double kMean = 0.2860;
-constexpr double kStd = 0.3530;
+constexpr double kMean = FashionMnist::kMean;
+constexpr double kStd = FashionMnist::kStd;
 
 std::string hex(uint32_t value) {
   char text[16];

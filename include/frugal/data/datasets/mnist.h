@@ -30,6 +30,10 @@ struct Split {
 class FashionMnist {
  public:
   static constexpr const char* kDefaultDir = "/usr/share/datasets/fashion-mnist";
+  /// The normalization load() applies after scaling to [0, 1]: Fashion-MNIST's training-set
+  /// pixel mean and standard deviation (used for MNIST too, so one model sees one input range).
+  static constexpr double kMean = 0.2860;
+  static constexpr double kStd = 0.3530;
   /// Loads both splits; images scaled to [0,1] then normalized with the data set's mean/std.
   /// Same file layout for MNIST (pass its folder).
   static FashionMnist load(const std::string& dir = kDefaultDir);
