@@ -36,6 +36,8 @@ struct Args {
   double weight_memory = 1.0;
   double weight_speed = 1.0;
   double weight_accuracy = 1.0;
+  double weight_latency = 0.0;
+  double weight_size = 0.0;
   std::string output = "plan";
   std::string accelerator = "auto";
   int64_t num_threads = 0;
@@ -104,6 +106,12 @@ int main(int argc, char** argv) {
   app.add_option("--weight-memory", a.weight_memory)->capture_default_str();
   app.add_option("--weight-speed", a.weight_speed)->capture_default_str();
   app.add_option("--weight-accuracy", a.weight_accuracy)->capture_default_str();
+  app.add_option("--weight-latency", a.weight_latency,
+                 "weight of the batch-1 inference latency in the score (0: reported only)")
+      ->capture_default_str();
+  app.add_option("--weight-size", a.weight_size,
+                 "weight of the fp32 model size in the score (0: reported only)")
+      ->capture_default_str();
   app.add_option("--output", a.output, "folder for trials.csv and trials.json (\"\": none)")
       ->capture_default_str();
   app.add_option("--accelerator", a.accelerator, "auto, cpu or cuda")->capture_default_str();
@@ -132,6 +140,8 @@ int main(int argc, char** argv) {
                                         .weight_memory(a.weight_memory)
                                         .weight_speed(a.weight_speed)
                                         .weight_accuracy(a.weight_accuracy)
+                                        .weight_latency(a.weight_latency)
+                                        .weight_size(a.weight_size)
                                         .output_dir(a.output)
                                         .out(&std::cout);
     options.trainer().num_threads(a.num_threads);

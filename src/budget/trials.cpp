@@ -12,6 +12,7 @@
 #include "compat.h"
 #include "frugal/callbacks/memory_monitor.h"
 #include "frugal/data/batch_source.h"
+#include "frugal/deploy/quantize.h"
 #include "frugal/error.h"
 #include "frugal/loggers/logger.h"
 #include "frugal/loggers/report.h"
@@ -153,12 +154,70 @@ std::string limit_text(double v, bool bytes) {
   return bytes ? mib(v) : fmt::format("{:g} s", v);
 }
 
+// Median milliseconds of `repeats` calls of `f` after one warm-up call (device synchronized).
+double median_ms(const std::function<void()>& f, int64_t repeats, c10::Device device) {
+  f();
+  synchronize(device);
+  std::vector<double> ms;
+  for (int64_t i = 0; i < repeats; ++i) {
+    const Clock::time_point t0 = Clock::now();
+    f();
+    synchronize(device);
+    ms.push_back(1000.0 * seconds_since(t0));
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+int64_t state_bytes(torch::nn::Module& m) {
+  int64_t bytes = 0;
+  for (const auto& t : m.parameters()) bytes += static_cast<int64_t>(t.nbytes());
+  for (const auto& t : m.buffers()) bytes += static_cast<int64_t>(t.nbytes());
+  return bytes;
+}
+
+// The trained model as a deployment would see it: size in fp32 and dynamic int8, and the
+// eval-mode latency at batch 1 and 64 on the trial's device.
+void measure_deployment(Task& task, const at::Tensor& val_x, c10::Device device,
+                        const TrialsOptions& options, TrialResult& r) {
+  torch::nn::Module& module = task.module();
+  r.model_bytes = state_bytes(module);
+  if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(&module)) {
+    try {
+      torch::nn::Sequential holder(
+          std::dynamic_pointer_cast<torch::nn::SequentialImpl>(seq->shared_from_this()));
+      torch::nn::Sequential int8 = quantize_dynamic(holder);
+      r.model_bytes_int8 = state_bytes(*int8);
+    } catch (const Error&) {
+      r.model_bytes_int8 = -1;  // no quantization engine in this build
+    }
+  }
+  auto* classifier = dynamic_cast<Classifier*>(&task);
+  if (classifier == nullptr) return;
+  const bool was_training = module.is_training();
+  module.eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor one = val_x.narrow(0, 0, 1).to(device);
+  at::Tensor many = val_x.narrow(0, 0, std::min<int64_t>(64, val_x.size(0)));
+  while (many.size(0) < 64) {
+    many = at::cat({many, many.narrow(0, 0, std::min<int64_t>(64 - many.size(0), many.size(0)))});
+  }
+  many = many.to(device);
+  r.latency_b1_ms = median_ms([&] { classifier->forward(one); }, options.latency_repeats(), device);
+  r.latency_b64_ms =
+      median_ms([&] { classifier->forward(many); }, options.latency_repeats(), device);
+  module.train(was_training);
+}
+
 // Note [The trial score]: among the candidates that ran within the limits, each criterion is
 // scored relative to the best of them, as best / this of a smaller-is-better quantity:
 //   memory    m = max(peak memory growth, 1 MiB)            term = min(m) / m
 //   speed     t = 1 / (training samples per second)         term = min(t) / t  (= speed / fastest)
 //   accuracy  e = clamp(1 - accuracy, 0.001, 1) (the error)  term = min(e) / e
-// and score = (w_m * memory + w_s * speed + w_a * accuracy) / (w_m + w_s + w_a), in (0, 1]; 1 is
+//   latency   l = max(batch-1 latency, 0.001 ms)            term = min(l) / l
+//   size      b = max(fp32 model bytes, 1 KiB)               term = min(b) / b
+// and score = (w_m * memory + w_s * speed + w_a * accuracy + w_l * latency + w_b * size) / (sum of
+// the weights), in (0, 1]; 1 is
 // the best on every weighted criterion. Ratios, not min-max scaling: a candidate within noise of
 // the best loses almost nothing, while min-max would put the worst at 0 however close it is. The
 // floors keep a near-zero measurement (a tiny model's memory, a perfect accuracy) from dividing
@@ -170,25 +229,40 @@ double time_measure(const TrialResult& r) { return 1.0 / r.samples_per_second; }
 double error_measure(const TrialResult& r) {
   return std::isfinite(r.val_acc) ? std::clamp(1.0 - r.val_acc, 1e-3, 1.0) : NAN;
 }
+double latency_measure(const TrialResult& r) {
+  return std::isfinite(r.latency_b1_ms) ? std::max(r.latency_b1_ms, 1e-3) : NAN;
+}
+double size_measure(const TrialResult& r) {
+  return r.model_bytes >= 0 ? std::max(static_cast<double>(r.model_bytes), 1024.0) : NAN;
+}
 
 void score(std::vector<TrialResult*>& ranked, const TrialsOptions& options) {
   double best_memory = INFINITY;
   double best_time = INFINITY;
   double best_error = INFINITY;
+  double best_latency = INFINITY;
+  double best_size = INFINITY;
   for (const TrialResult* r : ranked) {
     best_memory = std::min(best_memory, memory_measure(*r));
     best_time = std::min(best_time, time_measure(*r));
     best_error = std::min(best_error, error_measure(*r));
+    best_latency = std::min(best_latency, latency_measure(*r));
+    best_size = std::min(best_size, size_measure(*r));
   }
-  const double total = options.weight_memory() + options.weight_speed() + options.weight_accuracy();
+  const double total = options.weight_memory() + options.weight_speed() +
+                       options.weight_accuracy() + options.weight_latency() + options.weight_size();
   for (TrialResult* r : ranked) {
     r->memory_term = best_memory / memory_measure(*r);
     r->speed_term = best_time / time_measure(*r);
     r->accuracy_term = best_error / error_measure(*r);
+    r->latency_term = best_latency / latency_measure(*r);
+    r->size_term = best_size / size_measure(*r);
     double sum = 0.0;
     if (options.weight_memory() > 0) sum += options.weight_memory() * r->memory_term;
     if (options.weight_speed() > 0) sum += options.weight_speed() * r->speed_term;
     if (options.weight_accuracy() > 0) sum += options.weight_accuracy() * r->accuracy_term;
+    if (options.weight_latency() > 0) sum += options.weight_latency() * r->latency_term;
+    if (options.weight_size() > 0) sum += options.weight_size() * r->size_term;
     r->score = sum / total;
   }
   std::stable_sort(ranked.begin(), ranked.end(),
@@ -228,13 +302,20 @@ void TrialsOptions::validate() const {
                accelerator_, "\"");
   for (const auto& [name, w] : {std::pair<const char*, double>{"weight_memory", weight_memory_},
                                 {"weight_speed", weight_speed_},
-                                {"weight_accuracy", weight_accuracy_}}) {
+                                {"weight_accuracy", weight_accuracy_},
+                                {"weight_latency", weight_latency_},
+                                {"weight_size", weight_size_}}) {
     FRUGAL_CHECK(std::isfinite(w) && w >= 0.0, "TrialsOptions: ", name,
                  " must be a finite number >= 0, got ", w);
   }
-  FRUGAL_CHECK(weight_memory_ + weight_speed_ + weight_accuracy_ > 0.0,
-               "TrialsOptions: weight_memory, weight_speed and weight_accuracy are all 0; give at "
-               "least one a positive weight");
+  FRUGAL_CHECK(
+      weight_memory_ + weight_speed_ + weight_accuracy_ + weight_latency_ + weight_size_ > 0.0,
+      "TrialsOptions: weight_memory, weight_speed, weight_accuracy, weight_latency and "
+      "weight_size are all 0; give at least one a positive weight");
+  FRUGAL_CHECK(measure_deployment_ || (weight_latency_ == 0.0 && weight_size_ == 0.0),
+               "TrialsOptions: weight_latency and weight_size need measure_deployment");
+  FRUGAL_CHECK(latency_repeats_ >= 1, "TrialsOptions: latency_repeats must be >= 1, got ",
+               latency_repeats_);
   FRUGAL_CHECK(std::isfinite(max_memory_bytes_) && max_memory_bytes_ >= 0.0,
                "TrialsOptions: max_memory_bytes must be >= 0 (0: no limit), got ",
                max_memory_bytes_);
@@ -393,6 +474,10 @@ void run_trial(const TrialsOptions& options, const TrainerOptions& trainer_optio
                                                          : config.micro_batch));
     trainer.fit(*task, train, val);
     r.epochs = trainer.state().epoch;
+    r.seconds = seconds_since(start);  // the deployment measurements below are not the trial's
+    if (options.measure_deployment() && r.epochs >= options.epochs()) {
+      measure_deployment(*task, data.val_x, device, options, r);
+    }
     if (r.epochs < options.epochs()) {
       throw Error(fmt::format("stopped after {} of {} epochs: {}", r.epochs, options.epochs(),
                               trainer.state().stop_reason.empty() ? std::string("no reason given")
@@ -405,7 +490,6 @@ void run_trial(const TrialsOptions& options, const TrainerOptions& trainer_optio
       r.val_loss = trainer.metrics().get(options.loss_metric()).value_or(NAN);
     }
   }
-  r.seconds = seconds_since(start);
   if (measurable) {
     r.peak_bytes = meter.growth(monitor->peak());
     r.peak_allocated_bytes = meter.allocated_growth(monitor->peak());
@@ -586,24 +670,32 @@ const TrialResult* TrialsReport::best() const {
   return nullptr;
 }
 
+namespace {
+// Bytes as "12.3" MB (10^6), "-" when not measured.
+std::string megabytes(int64_t bytes) {
+  return bytes >= 0 ? fmt::format("{:.2f}", static_cast<double>(bytes) / 1e6) : "-";
+}
+}  // namespace
+
 std::string TrialsReport::table() const {
   size_t model_width = 5;
   for (const auto& r : results) model_width = std::max(model_width, r.config.model.size());
   const std::string row_format = fmt::format(
       "{{:>4}}  {{:<{}}}  {{:<10}}  {{:>5}}  {{:>5}}  {{:>8}}  {{:>9}}  {{:>9}}  "
-      "{{:>8}}  {{:>10}}  {{:>7}}  {{:>8}}  {{:>5}}  {{}}\n",
+      "{{:>8}}  {{:>10}}  {{:>7}}  {{:>8}}  {{:>8}}  {{:>9}}  {{:>7}}  {{:>7}}  {{:>5}}  {{}}\n",
       model_width);
   std::string text = fmt::format(
       "Trials on {}: {} of {} training samples (data_fraction {:g}, seed {}), {} epoch{}, {} "
       "validation samples; limits: memory {}, epoch {}; weights: memory {:g}, speed {:g}, "
-      "accuracy {:g}\n",
+      "accuracy {:g}, latency {:g}, size {:g}\n",
       device, train_samples, full_train_samples, options.data_fraction(), options.seed(),
       options.epochs(), options.epochs() == 1 ? "" : "s", val_samples,
       limit_text(options.max_memory_bytes(), true), limit_text(options.max_epoch_seconds(), false),
-      options.weight_memory(), options.weight_speed(), options.weight_accuracy());
+      options.weight_memory(), options.weight_speed(), options.weight_accuracy(),
+      options.weight_latency(), options.weight_size());
   text += fmt::format(fmt::runtime(row_format), "rank", "model", "precision", "micro", "accum",
                       "lr", "peak MiB", "samples/s", "epoch s", "full ep. s", "val acc", "val loss",
-                      "score", "status");
+                      "lat1 ms", "lat64 ms", "MB", "int8 MB", "score", "status");
   for (const auto& r : results) {
     std::string status = "ok";
     if (r.status == TrialResult::Status::kOverLimit) status = "over limit: " + r.reason;
@@ -615,11 +707,14 @@ std::string TrialsReport::table() const {
         r.peak_bytes >= 0 ? fmt::format("{:.1f}", static_cast<double>(r.peak_bytes) / kMiB) : "-",
         cell(r.samples_per_second, "{:.0f}"), cell(r.epoch_seconds, "{:.2f}"),
         cell(r.full_epoch_seconds, "{:.1f}"), cell(r.val_acc, "{:.4f}"), cell(r.val_loss, "{:.4f}"),
-        cell(r.score, "{:.3f}"), status);
+        cell(r.latency_b1_ms, "{:.2f}"), cell(r.latency_b64_ms, "{:.1f}"), megabytes(r.model_bytes),
+        megabytes(r.model_bytes_int8), cell(r.score, "{:.3f}"), status);
   }
   text += fmt::format(
       "peak MiB: peak {} growth over the trial's start; epoch s: one training epoch over the "
-      "subset; full ep. s: estimated for all {} samples; score: docs/trials.md\n",
+      "subset; full ep. s: estimated for all {} samples; lat1/lat64 ms: eval forward of 1/64 "
+      "samples; MB / int8 MB: the model's size in fp32 / with int8 Linear layers; score: "
+      "docs/trials.md\n",
       device.rfind("cuda", 0) == 0 ? "reserved CUDA memory" : "RSS", full_train_samples);
   return text;
 }
@@ -628,10 +723,11 @@ std::string TrialsReport::to_csv() const {
   std::string text =
       "rank,model,precision,micro_batch,accumulate,lr,status,reason,score,memory_term,speed_term,"
       "accuracy_term,epochs,seconds,epoch_seconds,samples_per_second,full_epoch_seconds,"
-      "peak_bytes,peak_allocated_bytes,val_acc,val_loss\n";
+      "peak_bytes,peak_allocated_bytes,val_acc,val_loss,latency_term,size_term,latency_b1_ms,"
+      "latency_b64_ms,model_bytes,model_bytes_int8\n";
   for (const auto& r : results) {
     text += fmt::format(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
         r.rank > 0 ? std::to_string(r.rank) : std::string(), detail::csv_cell(r.config.model),
         to_string(r.config.precision), r.config.micro_batch, r.config.accumulate,
         csv_number(r.config.lr), detail::csv_cell(to_string(r.status)), detail::csv_cell(r.reason),
@@ -640,7 +736,10 @@ std::string TrialsReport::to_csv() const {
         csv_number(r.samples_per_second), csv_number(r.full_epoch_seconds),
         r.peak_bytes >= 0 ? std::to_string(r.peak_bytes) : std::string(),
         r.peak_allocated_bytes >= 0 ? std::to_string(r.peak_allocated_bytes) : std::string(),
-        csv_number(r.val_acc), csv_number(r.val_loss));
+        csv_number(r.val_acc), csv_number(r.val_loss), csv_number(r.latency_term),
+        csv_number(r.size_term), csv_number(r.latency_b1_ms), csv_number(r.latency_b64_ms),
+        r.model_bytes >= 0 ? std::to_string(r.model_bytes) : std::string(),
+        r.model_bytes_int8 >= 0 ? std::to_string(r.model_bytes_int8) : std::string());
   }
   return text;
 }
@@ -655,11 +754,13 @@ std::string TrialsReport::to_json() const {
   text += fmt::format(
       "  \"options\": {{\"data_fraction\": {}, \"epochs\": {}, \"seed\": {}, \"accelerator\": {}, "
       "\"weight_memory\": {}, \"weight_speed\": {}, \"weight_accuracy\": {}, "
+      "\"weight_latency\": {}, \"weight_size\": {}, "
       "\"max_memory_bytes\": {}, \"max_epoch_seconds\": {}, \"accuracy_metric\": {}, "
       "\"loss_metric\": {}}},\n",
       json_number(options.data_fraction()), options.epochs(), options.seed(),
       json_string(options.accelerator()), json_number(options.weight_memory()),
       json_number(options.weight_speed()), json_number(options.weight_accuracy()),
+      json_number(options.weight_latency()), json_number(options.weight_size()),
       json_number(options.max_memory_bytes()), json_number(options.max_epoch_seconds()),
       json_string(options.accuracy_metric()), json_string(options.loss_metric()));
   text += "  \"results\": [";
@@ -671,7 +772,9 @@ std::string TrialsReport::to_json() const {
         "\"memory_term\": {}, \"speed_term\": {}, \"accuracy_term\": {}, \"epochs\": {}, "
         "\"seconds\": {}, \"epoch_seconds\": {}, \"samples_per_second\": {}, "
         "\"full_epoch_seconds\": {}, \"peak_bytes\": {}, \"peak_allocated_bytes\": {}, "
-        "\"val_acc\": {}, \"val_loss\": {}}}",
+        "\"val_acc\": {}, \"val_loss\": {}, \"latency_term\": {}, \"size_term\": {}, "
+        "\"latency_b1_ms\": {}, \"latency_b64_ms\": {}, \"model_bytes\": {}, "
+        "\"model_bytes_int8\": {}}}",
         i == 0 ? "" : ",", r.rank > 0 ? std::to_string(r.rank) : std::string("null"),
         json_string(r.config.model), json_string(to_string(r.config.precision)),
         r.config.micro_batch, r.config.accumulate, json_number(r.config.lr),
@@ -680,7 +783,9 @@ std::string TrialsReport::to_json() const {
         r.epochs, json_number(r.seconds), json_number(r.epoch_seconds),
         json_number(r.samples_per_second), json_number(r.full_epoch_seconds),
         optional_int(r.peak_bytes), optional_int(r.peak_allocated_bytes), json_number(r.val_acc),
-        json_number(r.val_loss));
+        json_number(r.val_loss), json_number(r.latency_term), json_number(r.size_term),
+        json_number(r.latency_b1_ms), json_number(r.latency_b64_ms), optional_int(r.model_bytes),
+        optional_int(r.model_bytes_int8));
   }
   text += results.empty() ? "]\n}\n" : "\n  ]\n}\n";
   return text;

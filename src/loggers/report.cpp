@@ -431,12 +431,13 @@ std::string render_trials_report(const TrialsReport& report) {
   html += fmt::format(
       "<p>Each candidate trained {} epoch{} on {} of {} training samples (seed {}) and was "
       "validated on {} samples. Memory budget: {}; epoch time limit: {}. Score weights: memory "
-      "{:g}, speed {:g}, accuracy {:g}.</p>\n",
+      "{:g}, speed {:g}, accuracy {:g}, latency {:g}, size {:g}.</p>\n",
       o.epochs(), o.epochs() == 1 ? "" : "s", report.train_samples, report.full_train_samples,
       o.seed(), report.val_samples,
       o.max_memory_bytes() > 0 ? fmt::format("{:.1f} MiB", o.max_memory_bytes() / kMiB) : "none",
       o.max_epoch_seconds() > 0 ? fmt::format("{:g} s", o.max_epoch_seconds()) : "none",
-      o.weight_memory(), o.weight_speed(), o.weight_accuracy());
+      o.weight_memory(), o.weight_speed(), o.weight_accuracy(), o.weight_latency(),
+      o.weight_size());
   if (const TrialResult* best = report.best()) {
     html += fmt::format("<p class=\"best\">Best: {}</p>\n", esc(best->config.describe()));
   } else {
@@ -448,19 +449,25 @@ std::string render_trials_report(const TrialsReport& report) {
       "<h2>Candidates</h2>\n<div class=\"wide\"><table class=\"trials\"><caption>In rank order, "
       "then those over a limit, then the failed ones</caption>\n<tr><th>#</th><th>rank</th>"
       "<th>candidate</th><th>peak MiB</th><th>samples/s</th><th>full epoch s</th>"
-      "<th>val acc</th><th>val loss</th><th>score</th><th>status</th></tr>\n";
+      "<th>val acc</th><th>val loss</th><th>latency ms (1 / 64)</th><th>MB (fp32 / int8)</th>"
+      "<th>score</th><th>status</th></tr>\n";
   for (size_t i = 0; i < report.results.size(); ++i) {
     const TrialResult& r = report.results[i];
     std::string status = to_string(r.status);
     if (!r.reason.empty()) status += ": " + r.reason;
     html += fmt::format(
         "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
-        "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+        "<td>{}</td><td>{}</td><td>{} / {}</td><td>{} / {}</td><td>{}</td><td>{}</td></tr>\n",
         r.status == TrialResult::Status::kRanked ? "ranked" : "out", i + 1,
         r.rank > 0 ? std::to_string(r.rank) : "-", esc(r.config.describe()),
         r.peak_bytes >= 0 ? fmt::format("{:.1f}", static_cast<double>(r.peak_bytes) / kMiB) : "-",
         cell_or_dash(r.samples_per_second, "{:.0f}"), cell_or_dash(r.full_epoch_seconds, "{:.1f}"),
         cell_or_dash(r.val_acc, "{:.4f}"), cell_or_dash(r.val_loss, "{:.4f}"),
+        cell_or_dash(r.latency_b1_ms, "{:.2f}"), cell_or_dash(r.latency_b64_ms, "{:.1f}"),
+        r.model_bytes >= 0 ? fmt::format("{:.2f}", static_cast<double>(r.model_bytes) / 1e6) : "-",
+        r.model_bytes_int8 >= 0
+            ? fmt::format("{:.2f}", static_cast<double>(r.model_bytes_int8) / 1e6)
+            : "-",
         cell_or_dash(r.score, "{:.3f}"), esc(status));
   }
   html += "</table></div>\n";

@@ -5,6 +5,7 @@
 // refused by name.
 #include <fmt/format.h>
 #include <frugal/budget/trials.h>
+#include <frugal/deploy/quantize.h>
 #include <frugal/loggers/report.h>
 #include <gtest/gtest.h>
 #include <malloc.h>
@@ -273,6 +274,59 @@ TEST(Trials, RankingFollowsTheWeights) {
     EXPECT_DOUBLE_EQ(r.score, (1 * m + 2 * s + 3 * a) / 6.0);
   }
   EXPECT_GE(mixed.results[0].score, mixed.results[1].score);
+}
+
+// Deployment columns: each model's fp32 and int8 size (what quantize_dynamic stores), its
+// eval-mode latency at batch 1 and 64, and scores that follow weight_size and weight_latency.
+TEST(Trials, DeploymentColumnsAreMeasuredAndWeighable) {
+  auto [data, val] = toy_split(128, 80, 8, 3, 4);
+  auto state_bytes = [](torch::nn::Module& m) {
+    int64_t n = 0;
+    for (const auto& t : m.parameters()) n += static_cast<int64_t>(t.nbytes());
+    for (const auto& t : m.buffers()) n += static_cast<int64_t>(t.nbytes());
+    return n;
+  };
+  auto build = [&](TrialsOptions options) {
+    Trials trials(options);
+    trials.add_classifier("wide", [] { return frugal::models::Mlp(8, 256, 3, 2); });
+    trials.add_classifier("narrow", [] { return frugal::models::Mlp(8, 16, 3, 1); });
+    trials.add_grid(frugal::TrialGrid().micro_batches({32}));
+    return trials.run(data.x, data.y, val.x, val.y);
+  };
+  const auto by_size =
+      build(quiet().weight_memory(0).weight_speed(0).weight_accuracy(0).weight_size(1));
+  ASSERT_EQ(by_size.results.size(), 2u);
+  EXPECT_EQ(by_size.results[0].config.model, "narrow") << by_size.table();
+  for (const auto& r : by_size.results) {
+    auto model = r.config.model == "wide" ? frugal::models::Mlp(8, 256, 3, 2)
+                                          : frugal::models::Mlp(8, 16, 3, 1);
+    EXPECT_EQ(r.model_bytes, state_bytes(*model)) << r.config.model;
+    EXPECT_EQ(r.model_bytes_int8, state_bytes(*frugal::quantize_dynamic(model))) << r.config.model;
+    EXPECT_LT(r.model_bytes_int8, r.model_bytes) << r.config.model;
+    EXPECT_GT(r.latency_b1_ms, 0) << r.config.model;
+    EXPECT_GT(r.latency_b64_ms, 0) << r.config.model;
+  }
+  const double small = std::max(static_cast<double>(by_size.results[0].model_bytes), 1024.0);
+  const double large = std::max(static_cast<double>(by_size.results[1].model_bytes), 1024.0);
+  EXPECT_DOUBLE_EQ(by_size.results[0].score, 1.0);
+  EXPECT_DOUBLE_EQ(by_size.results[1].score, small / large);
+  EXPECT_DOUBLE_EQ(by_size.results[1].size_term, small / large);
+
+  const auto by_latency =
+      build(quiet().weight_memory(0).weight_speed(0).weight_accuracy(0).weight_latency(1));
+  double best = INFINITY;
+  for (const auto& r : by_latency.results) best = std::min(best, std::max(r.latency_b1_ms, 1e-3));
+  for (const auto& r : by_latency.results) {
+    EXPECT_DOUBLE_EQ(r.score, best / std::max(r.latency_b1_ms, 1e-3)) << r.config.model;
+  }
+  EXPECT_NE(by_latency.table().find("lat1 ms"), std::string::npos);
+  // Off: nothing measured, and weighting it is refused.
+  const auto off = build(quiet().measure_deployment(false));
+  EXPECT_TRUE(std::isnan(off.results[0].latency_b1_ms));
+  EXPECT_EQ(off.results[0].model_bytes, -1);
+  EXPECT_PRED_FORMAT2(
+      ::testing::IsSubstring, "weight_latency and weight_size need measure_deployment",
+      error_message([] { quiet().measure_deployment(false).weight_size(1).validate(); }));
 }
 
 // A small CSV reader: quoted fields may hold commas, doubled quotes and newlines.

@@ -70,6 +70,16 @@ struct TrialsOptions {
   TORCH_ARG(double, weight_memory) = 1.0;
   TORCH_ARG(double, weight_speed) = 1.0;
   TORCH_ARG(double, weight_accuracy) = 1.0;
+  /// Deployment's weights (the article's decision matrix gives it 20%): inference latency at
+  /// batch 1, and the fp32 model size. 0 (default): measured and reported, not scored.
+  TORCH_ARG(double, weight_latency) = 0.0;
+  TORCH_ARG(double, weight_size) = 0.0;
+  /// After each trial, measure the trained model for deployment: eval-mode forward latency at
+  /// batch 1 and 64 on the trial's device (Classifier tasks; median of `latency_repeats` after a
+  /// warm-up), and its size in fp32 and after dynamic int8 quantization of its Linear layers
+  /// (frugal::quantize_dynamic; Sequential models).
+  TORCH_ARG(bool, measure_deployment) = true;
+  TORCH_ARG(int64_t, latency_repeats) = 5;
   /// Hard limit on a trial's peak memory growth in bytes (CPU: peak RSS growth; CUDA: peak
   /// reserved growth); 0: none.
   TORCH_ARG(double, max_memory_bytes) = 0.0;
@@ -122,6 +132,8 @@ struct TrialResult {
   double memory_term = kNaN;
   double speed_term = kNaN;
   double accuracy_term = kNaN;
+  double latency_term = kNaN;
+  double size_term = kNaN;
   /// Epochs completed.
   int64_t epochs = 0;
   /// Wall seconds of the whole trial (model built, fit with validation).
@@ -140,6 +152,15 @@ struct TrialResult {
   /// The accuracy and loss metrics after the last validation; NaN when not logged.
   double val_acc = kNaN;
   double val_loss = kNaN;
+  /// Eval-mode forward time of the trained model for one sample and for 64, in milliseconds;
+  /// NaN when not measured (not a Classifier, or measure_deployment off).
+  double latency_b1_ms = kNaN;
+  double latency_b64_ms = kNaN;
+  /// Bytes of the model's parameters and buffers, as trained (fp32), and after dynamic int8
+  /// quantization of its Linear layers (what frugal::quantize_dynamic stores); -1: not measured
+  /// (int8: the model is not a Sequential, or no quantization engine).
+  int64_t model_bytes = -1;
+  int64_t model_bytes_int8 = -1;
 };
 const char* to_string(TrialResult::Status status);
 
