@@ -23,6 +23,7 @@
 #include <frugal/callbacks/learning_rate_monitor.h>
 #include <frugal/callbacks/memory_monitor.h>
 #include <frugal/callbacks/model_checkpoint.h>
+#include <frugal/callbacks/model_pruning.h>
 #include <frugal/callbacks/progress_bar.h>
 #include <frugal/callbacks/timer.h>
 #include <frugal/data/batch_source.h>
@@ -30,6 +31,7 @@
 #include <frugal/data/image.h>
 #include <frugal/data/image_folder.h>
 #include <frugal/data/image_loader.h>
+#include <frugal/data/lmdb.h>
 #include <frugal/data/packed.h>
 #include <frugal/data/transforms.h>
 #include <frugal/deploy/onnx.h>
