@@ -85,7 +85,9 @@ struct ImageLoader::Impl {
       const ImageSample& sample = samples[(index + attempt) % n];
       try {
         SampleRng sample_rng = rng;
-        const Image image = transform->apply(read_image(sample.path, options.color()), sample_rng);
+        const std::vector<uint8_t> bytes = read_file_bytes(sample.path);
+        const Image image = transform->apply_encoded(bytes.data(), bytes.size(), options.color(),
+                                                     sample.path, sample_rng);
         FRUGAL_CHECK(image.height == height && image.width == width && image.channels == channels,
                      "ImageLoader: '", sample.path, "' came out of the transforms as ",
                      image.height, "x", image.width, "x", image.channels, ", expected ", height,
