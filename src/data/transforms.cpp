@@ -109,11 +109,51 @@ void horizontal_row(const uint8_t* in, const Coefficients& c, int64_t out_w, uin
   }
 }
 
+// Two rows at a time for C channels: each output pixel's bounds and weights are loaded once for
+// both rows (the same sums as horizontal_row, in the same order).
+template <int C>
+void horizontal_two_rows(const uint8_t* in0, const uint8_t* in1, const Coefficients& c,
+                         int64_t out_w, uint8_t* out0, uint8_t* out1) {
+  for (int64_t xx = 0; xx < out_w; ++xx) {
+    const int32_t n = c.bounds[2 * xx + 1];
+    const int64_t offset = int64_t{c.bounds[2 * xx]} * C;
+    const uint8_t* p = in0 + offset;
+    const uint8_t* q = in1 + offset;
+    const int32_t* k = c.weights.data() + xx * c.ksize;
+    int32_t ss[C], tt[C];
+    for (int ch = 0; ch < C; ++ch) ss[ch] = tt[ch] = kHalf;
+    for (int32_t x = 0; x < n; ++x) {
+      const int32_t w = k[x];
+      for (int ch = 0; ch < C; ++ch) {
+        ss[ch] += int32_t{p[x * C + ch]} * w;
+        tt[ch] += int32_t{q[x * C + ch]} * w;
+      }
+    }
+    for (int ch = 0; ch < C; ++ch) {
+      out0[xx * C + ch] = clip8(ss[ch]);
+      out1[xx * C + ch] = clip8(tt[ch]);
+    }
+  }
+}
+
 void horizontal_pass(const uint8_t* src, int64_t stride, int64_t rows, int64_t channels,
                      const Coefficients& c, int64_t out_w, uint8_t* out) {
-  for (int64_t y = 0; y < rows; ++y) {
+  const int64_t out_row = out_w * channels;
+  int64_t y = 0;
+  if (channels == 3 || channels == 1) {
+    for (; y + 1 < rows; y += 2) {
+      const uint8_t* in = src + y * stride;
+      uint8_t* o = out + y * out_row;
+      if (channels == 3) {
+        horizontal_two_rows<3>(in, in + stride, c, out_w, o, o + out_row);
+      } else {
+        horizontal_two_rows<1>(in, in + stride, c, out_w, o, o + out_row);
+      }
+    }
+  }
+  for (; y < rows; ++y) {
     const uint8_t* in = src + y * stride;
-    uint8_t* o = out + y * out_w * channels;
+    uint8_t* o = out + y * out_row;
     switch (channels) {
       case 1:
         horizontal_row<1>(in, c, out_w, o);
@@ -221,14 +261,18 @@ Image resize_box(const Image& image, const CropBox& box, int64_t out_height, int
   return result;
 }
 
-// The smallest n in 1..8 with `height x width` * n/8 still covering `out_height x out_width`.
+// The DCT scale n/8 for JpegScaling::kDctScaled: the smallest of PIL's draft scales 1/8, 1/4,
+// 1/2 with `height x width` * n/8 still covering `out_height x out_width`, else 8/8.
+// libjpeg-turbo has SIMD inverse DCTs for these; its 3/8, 5/8, 6/8, 7/8 are plain C and were no
+// faster than a full decode (docs/performance.md).
 int dct_scale(double height, double width, int64_t out_height, int64_t out_width) {
-  int n = 1;
-  while (n < 8 && (height * n < 8.0 * static_cast<double>(out_height) ||
-                   width * n < 8.0 * static_cast<double>(out_width))) {
-    ++n;
+  for (int n : {1, 2, 4}) {
+    if (height * n >= 8.0 * static_cast<double>(out_height) &&
+        width * n >= 8.0 * static_cast<double>(out_width)) {
+      return n;
+    }
   }
-  return n;
+  return 8;
 }
 }  // namespace
 

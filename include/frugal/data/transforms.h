@@ -51,11 +51,11 @@ enum class JpegScaling {
   /// A full-resolution decode (of the crop box only, for RandomResizedCrop): PIL's and so
   /// torchvision's pixels, bit for bit.
   kExact,
-  /// libjpeg's DCT-domain downscaling to the smallest scale n/8 (n = 1..8) whose scaled crop still
-  /// covers the output size in both dimensions, then the same bilinear resize (PIL's Image.draft
-  /// followed by resize, with n/8 instead of draft's 1/2, 1/4, 1/8). Faster on large images,
-  /// approximate: pixels differ from torchvision's (docs/data.md says by how much). Files other
-  /// than JPEG are decoded exactly.
+  /// libjpeg's DCT-domain downscaling to the smallest of PIL's draft scales 1/8, 1/4, 1/2 whose
+  /// scaled crop still covers the output size in both dimensions (none: a full-scale decode),
+  /// then the same bilinear resize of the scaled box (PIL's Image.draft followed by resize).
+  /// Faster on images at least twice the output size, approximate: pixels differ from
+  /// torchvision's (docs/data.md says by how much). Files other than JPEG are decoded exactly.
   kDctScaled,
 };
 
