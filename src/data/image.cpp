@@ -1,4 +1,5 @@
-// JPEG (libjpeg-turbo, libjpeg API) and PNG (libpng) decoding to PIL's convert("RGB"/"L") pixels.
+// JPEG (libjpeg-turbo, libjpeg API), PNG (libpng) and WebP (libwebp) decoding to PIL's
+// convert("RGB"/"L") pixels.
 #include "frugal/data/image.h"
 
 #include <ATen/ATen.h>
@@ -7,6 +8,9 @@
 // jpeglib.h first: jerror.h needs its types.
 #include <jerror.h>
 #include <png.h>
+#endif
+#ifdef FRUGAL_WITH_WEBP
+#include <webp/decode.h>
 #endif
 
 #include <algorithm>
@@ -368,6 +372,66 @@ Image decode_png(const uint8_t* data, size_t size, ColorMode mode, const std::st
   return image;
 }
 
+#ifdef FRUGAL_WITH_WEBP
+// ---- WebP ----
+const char* webp_status(VP8StatusCode status) {
+  switch (status) {
+    case VP8_STATUS_OUT_OF_MEMORY:
+      return "out of memory";
+    case VP8_STATUS_INVALID_PARAM:
+      return "invalid parameter";
+    case VP8_STATUS_BITSTREAM_ERROR:
+      return "corrupt data (bitstream error)";
+    case VP8_STATUS_UNSUPPORTED_FEATURE:
+      return "unsupported feature";
+    case VP8_STATUS_SUSPENDED:
+    case VP8_STATUS_NOT_ENOUGH_DATA:
+      return "the file is truncated";
+    default:
+      return "decoding failed";
+  }
+}
+
+// PIL's convert("RGB") of a WebP: the colour channels, alpha dropped (libwebp's RGB output of a
+// file with alpha is its RGBA output without A: no premultiplication, as PIL's RGBA mode).
+Image decode_webp(const uint8_t* data, size_t size, ColorMode mode, const std::string& name) {
+  WebPBitstreamFeatures features;
+  const VP8StatusCode status = WebPGetFeatures(data, size, &features);
+  if (status != VP8_STATUS_OK) {
+    throw Error(detail::concat("cannot decode '", name, "' (WebP): ", webp_status(status)));
+  }
+  if (features.has_animation) {
+    throw Error(detail::concat("cannot decode '", name,
+                               "' (WebP): animated WebP is not supported (PIL would give the "
+                               "first frame)"));
+  }
+  if (std::string e = pixel_limit_error(name, "WebP", static_cast<uint64_t>(features.width),
+                                        static_cast<uint64_t>(features.height));
+      !e.empty()) {
+    throw Error(e);
+  }
+  Image image;
+  image.height = features.height;
+  image.width = features.width;
+  image.channels = 3;
+  image.pixels.resize(static_cast<size_t>(image.height * image.width * 3));
+  if (WebPDecodeRGBInto(data, size, image.pixels.data(), image.pixels.size(),
+                        static_cast<int>(image.width * 3)) == nullptr) {
+    // The header was fine: the image data is cut short or damaged.
+    WebPDecoderConfig config;
+    WebPInitDecoderConfig(&config);
+    config.output.colorspace = MODE_RGB;
+    config.output.is_external_memory = 1;
+    config.output.u.RGBA.rgba = image.pixels.data();
+    config.output.u.RGBA.stride = static_cast<int>(image.width * 3);
+    config.output.u.RGBA.size = image.pixels.size();
+    throw Error(detail::concat("cannot decode '", name,
+                               "' (WebP): ", webp_status(WebPDecode(data, size, &config))));
+  }
+  finish(&image, mode);
+  return image;
+}
+#endif
 #else
 [[noreturn]] void no_codecs(const std::string& name, const char* format) {
   throw Error(detail::concat("cannot decode '", name, "' (", format,
@@ -390,6 +454,26 @@ Image decode_png(const uint8_t*, size_t, ColorMode, const std::string& name) {
 #endif
 }  // namespace
 
+namespace {
+const char* supported_formats() {
+#ifdef FRUGAL_WITH_WEBP
+  return "JPEG, PNG and WebP";
+#else
+  return "JPEG and PNG";
+#endif
+}
+}  // namespace
+
+bool image_format_supported(ImageFormat format) {
+#ifdef FRUGAL_WITH_IMAGE_CODECS
+  if (format == ImageFormat::kJpeg || format == ImageFormat::kPng) return true;
+#endif
+#ifdef FRUGAL_WITH_WEBP
+  if (format == ImageFormat::kWebp) return true;
+#endif
+  return false;
+}
+
 int64_t max_image_pixels() { return g_max_image_pixels.load(std::memory_order_relaxed); }
 
 void set_max_image_pixels(int64_t pixels) {
@@ -407,12 +491,16 @@ Image decode_image(const uint8_t* data, size_t size, ColorMode mode, const std::
       return decode_jpeg(data, size, mode, name);
     case ImageFormat::kPng:
       return decode_png(data, size, mode, name);
+#ifdef FRUGAL_WITH_WEBP
+    case ImageFormat::kWebp:
+      return decode_webp(data, size, mode, name);
+#endif
     case ImageFormat::kUnknown:
       throw Error(detail::concat("cannot decode '", name,
                                  "': not an image file (its first bytes match no known format)"));
     default:
       throw Error(detail::concat("cannot decode '", name, "': ", image_format_name(format),
-                                 " is not supported (frugal decodes JPEG and PNG)"));
+                                 " is not supported (frugal decodes ", supported_formats(), ")"));
   }
 }
 

@@ -1,4 +1,4 @@
-// Decoded images and the decoder that reads JPEG and PNG files by their magic bytes.
+// Decoded images and the decoder that reads JPEG, PNG and WebP files by their magic bytes.
 //
 // Pixels come out as PIL's `Image.open(path).convert("RGB")` (or `.convert("L")`) gives them:
 // grayscale replicated to three channels, alpha dropped without compositing, palettes expanded,
@@ -49,6 +49,9 @@ struct Image {
 ImageFormat detect_image_format(const uint8_t* data, size_t size);
 /// "JPEG", "PNG", ... for messages.
 const char* image_format_name(ImageFormat format);
+/// Whether decode_image decodes `format` in this build: JPEG and PNG (with libjpeg and libpng),
+/// WebP (with libwebp).
+bool image_format_supported(ImageFormat format);
 
 /// Decodes an encoded image held in memory. `name` (a path) is used in error messages. A
 /// corrupt, truncated or unsupported file throws frugal::Error naming it and what is wrong.
