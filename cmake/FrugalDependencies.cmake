@@ -56,6 +56,17 @@ else()
   set(FRUGAL_HAS_LMDB OFF)
   message(STATUS "frugal: liblmdb not found (liblmdb-dev): LMDB databases are compiled out")
 endif()
+# WebP (libwebp-dev), optional: without it WebP files are refused as not supported.
+find_package(PkgConfig QUIET)
+if(PKG_CONFIG_FOUND)
+  pkg_check_modules(WEBP QUIET libwebp)
+endif()
+if(FRUGAL_HAS_IMAGE_CODECS AND WEBP_FOUND)
+  set(FRUGAL_HAS_WEBP ON)
+else()
+  set(FRUGAL_HAS_WEBP OFF)
+  message(STATUS "frugal: libwebp not found (libwebp-dev): WebP decoding is compiled out")
+endif()
 
 # GPU machines have the PyTorch wheel but no Debian packages: scripts/fetch-deps copies the
 # header-only parts (and {fmt}, used header-only) into .deps/include, used when a package is missing.

@@ -1,4 +1,5 @@
-// JPEG (libjpeg-turbo, libjpeg API) and PNG (libpng) decoding to PIL's convert("RGB"/"L") pixels.
+// JPEG (libjpeg-turbo, libjpeg API), PNG (libpng) and WebP (libwebp) decoding to PIL's
+// convert("RGB"/"L") pixels.
 #include "frugal/data/image.h"
 
 #include <ATen/ATen.h>
@@ -8,7 +9,11 @@
 #include <jerror.h>
 #include <png.h>
 #endif
+#ifdef FRUGAL_WITH_WEBP
+#include <webp/decode.h>
+#endif
 
+#include <algorithm>
 #include <atomic>
 #include <csetjmp>
 #include <cstdio>
@@ -127,14 +132,46 @@ void jpeg_emit_message(j_common_ptr cinfo, int level) {
   }
 }
 
-Image decode_jpeg(const uint8_t* data, size_t size, ColorMode mode, const std::string& name) {
+// Converts `n` decoded rows of `comps` components (`in`, `width * comps` bytes apart) to the
+// image's `channels` (`out`, `width * channels` bytes apart): grey replicated, CMYK to RGB.
+void convert_jpeg_rows(const uint8_t* in, int comps, uint8_t* out, int64_t channels, int64_t width,
+                       int64_t n) {
+  for (int64_t r = 0; r < n; ++r, in += width * comps, out += width * channels) {
+    if (comps == 1) {
+      for (int64_t x = 0; x < width; ++x) out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = in[x];
+    } else {
+      // PIL reads CMYK JPEGs as Adobe writes them (inverted: rawmode "CMYK;I"), then cmyk2rgb.
+      for (int64_t x = 0; x < width; ++x) {
+        const uint8_t* p = in + 4 * x;
+        const int nk = p[3];  // 255 - k, with k = 255 - p[3]
+        for (int c = 0; c < 3; ++c) {
+          const int v = 255 - p[c];
+          out[3 * x + c] = static_cast<uint8_t>(std::max(0, nk - muldiv255(v, nk)));
+        }
+      }
+    }
+  }
+}
+
+// Note [Decoding part of a JPEG]. jpeg_crop_scanline narrows the columns that are inverse-DCT'd,
+// upsampled and colour-converted (the entropy decoding still covers whole rows), and
+// jpeg_skip_scanlines skips rows above the box without transforming them. Fancy (triangle)
+// chroma upsampling reads the neighbouring chroma samples, which at a crop edge would be missing:
+// the region is widened by one iMCU on each side, so the box's pixels see the same neighbours as
+// in a full decode. Below the box: a file that ends with the EOI marker (FF D9) cannot run out of
+// data before it (libjpeg stops at a marker), so decoding stops there; any other file is
+// entropy-decoded to its last row, so that a truncated file is refused as decode_image refuses it
+// (PIL: "image file is truncated"), wherever it is cut.
+ImageRegion decode_jpeg_impl(const uint8_t* data, size_t size, ColorMode mode,
+                             const std::string& name, const CropBox* box, int scale_eighths) {
   jpeg_decompress_struct cinfo;
   JpegError err;
   cinfo.err = jpeg_std_error(&err.mgr);
   err.mgr.error_exit = jpeg_error_exit;
   err.mgr.emit_message = jpeg_emit_message;
-  Image image;
-  std::vector<uint8_t> row;
+  ImageRegion region;
+  Image& image = region.image;
+  std::vector<uint8_t> buffer;
   if (setjmp(err.jump)) {
     jpeg_destroy_decompress(&cinfo);
     throw Error(detail::concat("cannot decode '", name, "' (JPEG): ", err.message));
@@ -156,32 +193,62 @@ Image decode_jpeg(const uint8_t* data, size_t size, ColorMode mode, const std::s
   } else {
     cinfo.out_color_space = JCS_RGB;
   }
+  cinfo.scale_num = static_cast<unsigned>(scale_eighths);
+  cinfo.scale_denom = 8;
   jpeg_start_decompress(&cinfo);
-  const int64_t w = cinfo.output_width, h = cinfo.output_height;
+  const int64_t full_h = cinfo.output_height, full_w = cinfo.output_width;
+  int64_t row_begin = 0, row_end = full_h;
+  if (box != nullptr) {
+    if (!(box->top >= 0 && box->left >= 0 && box->height >= 1 && box->width >= 1 &&
+          box->top + box->height <= full_h && box->left + box->width <= full_w)) {
+      jpeg_destroy_decompress(&cinfo);
+      throw Error(detail::concat("cannot decode part of '", name, "' (JPEG): the box (top ",
+                                 box->top, ", left ", box->left, ", ", box->height, "x", box->width,
+                                 ") is not inside the ", full_h, "x", full_w, " image (at scale ",
+                                 scale_eighths, "/8)"));
+    }
+    // See Note [Decoding part of a JPEG].
+    const int64_t imcu_w = int64_t{cinfo.max_h_samp_factor} * cinfo.min_DCT_scaled_size;
+    const int64_t imcu_h = int64_t{cinfo.max_v_samp_factor} * cinfo.min_DCT_scaled_size;
+    JDIMENSION x = static_cast<JDIMENSION>(std::max<int64_t>(0, box->left - imcu_w));
+    JDIMENSION width =
+        static_cast<JDIMENSION>(std::min<int64_t>(full_w, box->left + box->width + imcu_w) - x);
+    if (static_cast<int64_t>(width) < full_w) jpeg_crop_scanline(&cinfo, &x, &width);
+    region.left = x;
+    row_begin = std::max<int64_t>(0, box->top - imcu_h);
+    row_end = std::min<int64_t>(full_h, box->top + box->height + imcu_h);
+    if (row_begin > 0) jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(row_begin));
+    region.top = row_begin;
+  }
+  const int64_t w = cinfo.output_width;
   const int comps = cinfo.output_components;
-  image.height = h;
+  image.height = row_end - row_begin;
   image.width = w;
   image.channels = (gray && mode == ColorMode::kGray) ? 1 : 3;
-  image.pixels.resize(static_cast<size_t>(h * w * image.channels));
-  row.resize(static_cast<size_t>(w * comps));
-  while (cinfo.output_scanline < cinfo.output_height) {
-    const int64_t y = cinfo.output_scanline;
+  image.pixels.resize(static_cast<size_t>(image.height * w * image.channels));
+  // Several rows per call: libjpeg then upsamples straight into them, without its own row copy.
+  constexpr int64_t kRows = 16;
+  const bool direct = image.channels == comps;
+  if (!direct) buffer.resize(static_cast<size_t>(kRows * w * comps));
+  JSAMPROW rows[kRows];
+  while (static_cast<int64_t>(cinfo.output_scanline) < row_end && !err.truncated) {
+    const int64_t y = cinfo.output_scanline - row_begin;
+    const int64_t n = std::min<int64_t>(kRows, row_end - cinfo.output_scanline);
     uint8_t* out = image.pixels.data() + y * w * image.channels;
-    JSAMPROW rows[1] = {image.channels == comps ? out : row.data()};
-    jpeg_read_scanlines(&cinfo, rows, 1);
-    if (err.truncated) break;
-    if (gray && image.channels == 3) {
-      for (int64_t x = 0; x < w; ++x) out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = row[x];
-    } else if (cmyk) {
-      // PIL reads CMYK JPEGs as Adobe writes them (inverted: rawmode "CMYK;I"), then cmyk2rgb.
-      for (int64_t x = 0; x < w; ++x) {
-        const uint8_t* p = row.data() + 4 * x;
-        const int nk = p[3];  // 255 - k, with k = 255 - p[3]
-        for (int c = 0; c < 3; ++c) {
-          const int v = 255 - p[c];
-          out[3 * x + c] = static_cast<uint8_t>(std::max(0, nk - muldiv255(v, nk)));
-        }
-      }
+    for (int64_t r = 0; r < n; ++r) {
+      rows[r] = direct ? out + r * w * image.channels : buffer.data() + r * w * comps;
+    }
+    const int64_t got = jpeg_read_scanlines(&cinfo, rows, static_cast<JDIMENSION>(n));
+    if (!direct) convert_jpeg_rows(buffer.data(), comps, out, image.channels, w, got);
+  }
+  if (row_end < full_h && !err.truncated) {
+    const bool ends_with_eoi = size >= 2 && data[size - 2] == 0xFF && data[size - 1] == 0xD9;
+    if (!ends_with_eoi) {
+      // Entropy-decode to the last row, which is decoded (skipping to the end would not read).
+      jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(full_h - 1 - row_end));
+      buffer.resize(static_cast<size_t>(w * comps));
+      rows[0] = buffer.data();
+      if (!err.truncated) jpeg_read_scanlines(&cinfo, rows, 1);
     }
   }
   if (err.truncated) {
@@ -189,10 +256,36 @@ Image decode_jpeg(const uint8_t* data, size_t size, ColorMode mode, const std::s
     throw Error(detail::concat("cannot decode '", name, "' (JPEG): the file is truncated (",
                                err.message, ")"));
   }
-  jpeg_finish_decompress(&cinfo);
+  if (static_cast<int64_t>(cinfo.output_scanline) == full_h) {
+    jpeg_finish_decompress(&cinfo);
+  } else {
+    jpeg_abort_decompress(&cinfo);
+  }
   jpeg_destroy_decompress(&cinfo);
   finish(&image, mode);
-  return image;
+  return region;
+}
+
+Image decode_jpeg(const uint8_t* data, size_t size, ColorMode mode, const std::string& name) {
+  return decode_jpeg_impl(data, size, mode, name, nullptr, 8).image;
+}
+
+ImageSize read_jpeg_size(const uint8_t* data, size_t size, const std::string& name) {
+  jpeg_decompress_struct cinfo;
+  JpegError err;
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_error_exit;
+  err.mgr.emit_message = jpeg_emit_message;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    throw Error(detail::concat("cannot decode '", name, "' (JPEG): ", err.message));
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  const ImageSize out{cinfo.image_height, cinfo.image_width};
+  jpeg_destroy_decompress(&cinfo);
+  return out;
 }
 
 // ---- PNG ----
@@ -279,6 +372,66 @@ Image decode_png(const uint8_t* data, size_t size, ColorMode mode, const std::st
   return image;
 }
 
+#ifdef FRUGAL_WITH_WEBP
+// ---- WebP ----
+const char* webp_status(VP8StatusCode status) {
+  switch (status) {
+    case VP8_STATUS_OUT_OF_MEMORY:
+      return "out of memory";
+    case VP8_STATUS_INVALID_PARAM:
+      return "invalid parameter";
+    case VP8_STATUS_BITSTREAM_ERROR:
+      return "corrupt data (bitstream error)";
+    case VP8_STATUS_UNSUPPORTED_FEATURE:
+      return "unsupported feature";
+    case VP8_STATUS_SUSPENDED:
+    case VP8_STATUS_NOT_ENOUGH_DATA:
+      return "the file is truncated";
+    default:
+      return "decoding failed";
+  }
+}
+
+// PIL's convert("RGB") of a WebP: the colour channels, alpha dropped (libwebp's RGB output of a
+// file with alpha is its RGBA output without A: no premultiplication, as PIL's RGBA mode).
+Image decode_webp(const uint8_t* data, size_t size, ColorMode mode, const std::string& name) {
+  WebPBitstreamFeatures features;
+  const VP8StatusCode status = WebPGetFeatures(data, size, &features);
+  if (status != VP8_STATUS_OK) {
+    throw Error(detail::concat("cannot decode '", name, "' (WebP): ", webp_status(status)));
+  }
+  if (features.has_animation) {
+    throw Error(detail::concat("cannot decode '", name,
+                               "' (WebP): animated WebP is not supported (PIL would give the "
+                               "first frame)"));
+  }
+  if (std::string e = pixel_limit_error(name, "WebP", static_cast<uint64_t>(features.width),
+                                        static_cast<uint64_t>(features.height));
+      !e.empty()) {
+    throw Error(e);
+  }
+  Image image;
+  image.height = features.height;
+  image.width = features.width;
+  image.channels = 3;
+  image.pixels.resize(static_cast<size_t>(image.height * image.width * 3));
+  if (WebPDecodeRGBInto(data, size, image.pixels.data(), image.pixels.size(),
+                        static_cast<int>(image.width * 3)) == nullptr) {
+    // The header was fine: the image data is cut short or damaged.
+    WebPDecoderConfig config;
+    WebPInitDecoderConfig(&config);
+    config.output.colorspace = MODE_RGB;
+    config.output.is_external_memory = 1;
+    config.output.u.RGBA.rgba = image.pixels.data();
+    config.output.u.RGBA.stride = static_cast<int>(image.width * 3);
+    config.output.u.RGBA.size = image.pixels.size();
+    throw Error(detail::concat("cannot decode '", name,
+                               "' (WebP): ", webp_status(WebPDecode(data, size, &config))));
+  }
+  finish(&image, mode);
+  return image;
+}
+#endif
 #else
 [[noreturn]] void no_codecs(const std::string& name, const char* format) {
   throw Error(detail::concat("cannot decode '", name, "' (", format,
@@ -288,11 +441,38 @@ Image decode_png(const uint8_t* data, size_t size, ColorMode mode, const std::st
 Image decode_jpeg(const uint8_t*, size_t, ColorMode, const std::string& name) {
   no_codecs(name, "JPEG");
 }
+ImageRegion decode_jpeg_impl(const uint8_t*, size_t, ColorMode, const std::string& name,
+                             const CropBox*, int) {
+  no_codecs(name, "JPEG");
+}
+ImageSize read_jpeg_size(const uint8_t*, size_t, const std::string& name) {
+  no_codecs(name, "JPEG");
+}
 Image decode_png(const uint8_t*, size_t, ColorMode, const std::string& name) {
   no_codecs(name, "PNG");
 }
 #endif
 }  // namespace
+
+namespace {
+const char* supported_formats() {
+#ifdef FRUGAL_WITH_WEBP
+  return "JPEG, PNG and WebP";
+#else
+  return "JPEG and PNG";
+#endif
+}
+}  // namespace
+
+bool image_format_supported(ImageFormat format) {
+#ifdef FRUGAL_WITH_IMAGE_CODECS
+  if (format == ImageFormat::kJpeg || format == ImageFormat::kPng) return true;
+#endif
+#ifdef FRUGAL_WITH_WEBP
+  if (format == ImageFormat::kWebp) return true;
+#endif
+  return false;
+}
 
 int64_t max_image_pixels() { return g_max_image_pixels.load(std::memory_order_relaxed); }
 
@@ -311,13 +491,45 @@ Image decode_image(const uint8_t* data, size_t size, ColorMode mode, const std::
       return decode_jpeg(data, size, mode, name);
     case ImageFormat::kPng:
       return decode_png(data, size, mode, name);
+#ifdef FRUGAL_WITH_WEBP
+    case ImageFormat::kWebp:
+      return decode_webp(data, size, mode, name);
+#endif
     case ImageFormat::kUnknown:
       throw Error(detail::concat("cannot decode '", name,
                                  "': not an image file (its first bytes match no known format)"));
     default:
       throw Error(detail::concat("cannot decode '", name, "': ", image_format_name(format),
-                                 " is not supported (frugal decodes JPEG and PNG)"));
+                                 " is not supported (frugal decodes ", supported_formats(), ")"));
   }
+}
+
+namespace {
+void check_jpeg(const uint8_t* data, size_t size, const std::string& name) {
+  FRUGAL_CHECK(size > 0, "cannot decode '", name, "': the file is empty");
+  const ImageFormat format = detect_image_format(data, size);
+  FRUGAL_CHECK(format == ImageFormat::kJpeg, "cannot decode '", name, "' as a JPEG: it is ",
+               format == ImageFormat::kUnknown ? "not an image file" : image_format_name(format));
+}
+}  // namespace
+
+ImageSize jpeg_size(const uint8_t* data, size_t size, const std::string& name) {
+  check_jpeg(data, size, name);
+  return read_jpeg_size(data, size, name);
+}
+
+ImageSize jpeg_scaled_size(ImageSize size, int scale_eighths) {
+  FRUGAL_CHECK(scale_eighths >= 1 && scale_eighths <= 8,
+               "jpeg_scaled_size: scale_eighths must be in [1, 8], got ", scale_eighths);
+  return {(size.height * scale_eighths + 7) / 8, (size.width * scale_eighths + 7) / 8};
+}
+
+ImageRegion decode_jpeg_region(const uint8_t* data, size_t size, ColorMode mode,
+                               const std::string& name, const CropBox& box, int scale_eighths) {
+  FRUGAL_CHECK(scale_eighths >= 1 && scale_eighths <= 8, "cannot decode part of '", name,
+               "': scale_eighths must be in [1, 8], got ", scale_eighths);
+  check_jpeg(data, size, name);
+  return decode_jpeg_impl(data, size, mode, name, &box, scale_eighths);
 }
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {

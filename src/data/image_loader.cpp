@@ -88,9 +88,15 @@ struct ImageLoader::Impl {
       const ImageSample& sample = samples[at];
       try {
         SampleRng sample_rng = rng;
-        const Image image =
-            store ? transform->apply(store->read(store_index[at], options.color()), sample_rng)
-                  : transform->apply(read_image(sample.path, options.color()), sample_rng);
+        // An encoded image is decoded only as far as the transform needs (a crop's box).
+        const Image image = [&] {
+          if (store)
+            return store->read_transformed(store_index[at], options.color(), *transform,
+                                           sample_rng);
+          const std::vector<uint8_t> bytes = read_file_bytes(sample.path);
+          return transform->apply_encoded(bytes.data(), bytes.size(), options.color(), sample.path,
+                                          sample_rng);
+        }();
         FRUGAL_CHECK(image.height == height && image.width == width && image.channels == channels,
                      "ImageLoader: '", sample.path, "' came out of the transforms as ",
                      image.height, "x", image.width, "x", image.channels, ", expected ", height,

@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "data/pack_sample.h"
+#include "frugal/data/transforms.h"
 #include "frugal/error.h"
 
 namespace frugal {
@@ -163,7 +164,9 @@ std::string LmdbFile::sample_name(int64_t index) const {
   return names_.empty() ? key(index) : names_[static_cast<size_t>(index)];
 }
 
-Image LmdbFile::read(int64_t index, ColorMode mode) const {
+Image LmdbFile::with_bytes(
+    int64_t index,
+    const std::function<Image(const uint8_t*, size_t, const std::string&)>& use) const {
   label(index);
   const std::string k = key(index);
   ReadTxn txn(env_->env, name_);
@@ -172,8 +175,20 @@ Image LmdbFile::read(int64_t index, ColorMode mode) const {
                index, ")");
   label_of(*v, k, name_);
   const auto* bytes = static_cast<const uint8_t*>(v->mv_data);
-  return decode_image(bytes + 8, v->mv_size - 8, mode,
-                      detail::concat(name_, ":", sample_name(index)));
+  return use(bytes + 8, v->mv_size - 8, detail::concat(name_, ":", sample_name(index)));
+}
+
+Image LmdbFile::read(int64_t index, ColorMode mode) const {
+  return with_bytes(index, [&](const uint8_t* p, size_t n, const std::string& name) {
+    return decode_image(p, n, mode, name);
+  });
+}
+
+Image LmdbFile::read_transformed(int64_t index, ColorMode mode, const Transform& transform,
+                                 SampleRng& rng) const {
+  return with_bytes(index, [&](const uint8_t* p, size_t n, const std::string& name) {
+    return transform.apply_encoded(p, n, mode, name, rng);
+  });
 }
 
 PackResult write_lmdb(const std::string& path, const std::vector<ImageSample>& samples,
@@ -273,6 +288,13 @@ LmdbFile::~LmdbFile() = default;
 int64_t LmdbFile::label(int64_t) const { return 0; }
 std::string LmdbFile::sample_name(int64_t) const { return {}; }
 Image LmdbFile::read(int64_t, ColorMode) const { return {}; }
+Image LmdbFile::read_transformed(int64_t, ColorMode, const Transform&, SampleRng&) const {
+  return {};
+}
+Image LmdbFile::with_bytes(
+    int64_t, const std::function<Image(const uint8_t*, size_t, const std::string&)>&) const {
+  return {};
+}
 PackResult write_lmdb(const std::string& path, const std::vector<ImageSample>&,
                       const std::vector<std::string>&, const std::string&, const PackOptions&) {
   throw Error(detail::concat("write_lmdb: cannot write '", path,

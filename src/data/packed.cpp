@@ -603,6 +603,19 @@ Image PackedFile::read(int64_t index, ColorMode mode) const {
   return image;
 }
 
+Image SampleStore::read_transformed(int64_t index, ColorMode mode, const Transform& transform,
+                                    SampleRng& rng) const {
+  return transform.apply(read(index, mode), rng);
+}
+
+Image PackedFile::read_transformed(int64_t index, ColorMode mode, const Transform& transform,
+                                   SampleRng& rng) const {
+  if (storage_ != PackedStorage::kJpeg) return transform.apply(read(index, mode), rng);
+  const auto [p, n] = bytes(index);
+  return transform.apply_encoded(
+      p, n, mode, detail::concat(name_, ":", paths_[static_cast<size_t>(index)]), rng);
+}
+
 void PackedFile::verify() const {
   for (int64_t i = 0; i < size(); ++i) bytes(i);
 }

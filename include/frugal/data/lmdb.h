@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,11 +44,18 @@ class LmdbFile : public SampleStore {
   std::string sample_name(int64_t index) const override;
   /// Sample `index` decoded in `mode`, in its own read-only transaction (threads may read at once).
   Image read(int64_t index, ColorMode mode) const override;
+  /// The transform gets the encoded bytes, inside the read transaction.
+  Image read_transformed(int64_t index, ColorMode mode, const Transform& transform,
+                         SampleRng& rng) const override;
   /// The 8-digit key of sample `index`.
   static std::string key(int64_t index);
 
  private:
   LmdbFile() = default;
+  /// `use(bytes, size, name)` on sample `index`'s encoded image, inside a read transaction.
+  Image with_bytes(
+      int64_t index,
+      const std::function<Image(const uint8_t*, size_t, const std::string&)>& use) const;
   struct Env;
   std::string name_;
   std::unique_ptr<Env> env_;

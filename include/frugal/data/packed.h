@@ -116,6 +116,9 @@ class PackedFile : public SampleStore {
 
   /// Sample `index` decoded (JPEG) or copied (raw) in `mode`, after its checksum is checked.
   Image read(int64_t index, ColorMode mode) const override;
+  /// A JPEG cache hands the transform the stored bytes (a crop decodes only its box).
+  Image read_transformed(int64_t index, ColorMode mode, const Transform& transform,
+                         SampleRng& rng) const override;
   /// Sample `index`'s stored bytes, checksum checked (valid as long as this object lives).
   std::pair<const uint8_t*, size_t> bytes(int64_t index) const;
   /// Checks every sample's CRC-32; throws on the first that fails.

@@ -11,6 +11,9 @@
 
 namespace frugal {
 
+class Transform;
+class SampleRng;
+
 class SampleStore {
  public:
   virtual ~SampleStore() = default;
@@ -23,7 +26,12 @@ class SampleStore {
   virtual std::string sample_name(int64_t index) const = 0;
   /// Sample `index` decoded in `mode`; a damaged sample throws frugal::Error naming it.
   virtual Image read(int64_t index, ColorMode mode) const = 0;
-  /// Threads may call read() at the same time.
+  /// `transform` applied to sample `index`. Stores holding encoded images override it to hand
+  /// the transform the encoded bytes (Transform::apply_encoded: a crop decodes only its box);
+  /// the default is transform.apply(read(index, mode), rng). Same pixels either way.
+  virtual Image read_transformed(int64_t index, ColorMode mode, const Transform& transform,
+                                 SampleRng& rng) const;
+  /// Threads may call read() and read_transformed() at the same time.
 
   /// The samples as {sample name, label}.
   std::vector<ImageSample> samples() const {

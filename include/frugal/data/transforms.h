@@ -39,28 +39,48 @@ class SampleRng {
   uint64_t counter_ = 0;
 };
 
-/// A crop box in pixels: rows [top, top + height), columns [left, left + width).
-struct CropBox {
-  int64_t top = 0;
-  int64_t left = 0;
-  int64_t height = 0;
-  int64_t width = 0;
-  bool operator==(const CropBox& o) const {
-    return top == o.top && left == o.left && height == o.height && width == o.width;
-  }
-};
-
 /// PIL's `image.crop(box).resize((out_width, out_height), Image.BILINEAR)`: antialiased
-/// bilinear (a triangle filter widened by the downscale factor), horizontal then vertical pass,
-/// 22-bit fixed-point weights — the same numbers as PIL. `box` must lie inside the image.
+/// bilinear (a triangle filter widened by the downscale factor), horizontal then vertical pass
+/// (over only the rows the vertical pass reads), 22-bit fixed-point weights in int32 sums — the
+/// same numbers as PIL. Reads the box in place: no cropped copy. `box` must lie inside the image.
 Image resize_bilinear(const Image& image, const CropBox& box, int64_t out_height,
                       int64_t out_width);
+
+/// How a transform that shrinks a JPEG decodes it.
+enum class JpegScaling {
+  /// A full-resolution decode (of the crop box only, for RandomResizedCrop): PIL's and so
+  /// torchvision's pixels, bit for bit.
+  kExact,
+  /// libjpeg's DCT-domain downscaling to the smallest of PIL's draft scales 1/8, 1/4, 1/2 whose
+  /// scaled crop still covers the output size in both dimensions (none: a full-scale decode),
+  /// then the same bilinear resize of the scaled box (PIL's Image.draft followed by resize).
+  /// Faster on images at least twice the output size, approximate: pixels differ from
+  /// torchvision's (docs/data.md says by how much). Files other than JPEG are decoded exactly.
+  kDctScaled,
+};
+
+namespace detail {
+/// PIL's ImagingResample (BILINEAR) of the `in_height x in_width` image at `src` (rows `stride`
+/// bytes apart) over the box [top, bottom) x [left, right) (fractional, as PIL's resize(box=),
+/// which takes them as float32), into the contiguous `out_height x out_width` image at `out`.
+void resample_bilinear(const uint8_t* src, int64_t stride, int64_t in_height, int64_t in_width,
+                       int64_t channels, double top, double left, double bottom, double right,
+                       int64_t out_height, int64_t out_width, uint8_t* out);
+}  // namespace detail
 
 class Transform {
  public:
   virtual ~Transform() = default;
   /// The transformed image; randomness only from `rng`.
   virtual Image apply(const Image& image, SampleRng& rng) const = 0;
+  /// The transformed image of the encoded file `data` (`name` for errors), decoded in `mode`:
+  /// what ImageLoader calls. By default decode_image, then apply; a transform that needs only part
+  /// of the image (RandomResizedCrop) decodes only that part, with the same result.
+  virtual Image apply_encoded(const uint8_t* data, size_t size, ColorMode mode,
+                              const std::string& name, SampleRng& rng) const;
+  /// apply() on an image the caller gives away, which the transform may change in place (a
+  /// flip, ...): the same result as apply(image, rng), without a copy. By default apply().
+  virtual Image apply_owned(Image&& image, SampleRng& rng) const;
   virtual std::string describe() const = 0;
 };
 using TransformPtr = std::shared_ptr<const Transform>;
@@ -70,6 +90,10 @@ class Compose : public Transform {
  public:
   explicit Compose(std::vector<TransformPtr> transforms);
   Image apply(const Image& image, SampleRng& rng) const override;
+  /// The first transform's apply_encoded, then the others' apply_owned.
+  Image apply_encoded(const uint8_t* data, size_t size, ColorMode mode, const std::string& name,
+                      SampleRng& rng) const override;
+  Image apply_owned(Image&& image, SampleRng& rng) const override;
   std::string describe() const override;
 
  private:
@@ -79,16 +103,21 @@ TransformPtr compose(std::vector<TransformPtr> transforms);
 
 /// torchvision's Resize on PIL images. With one size, the shorter side becomes `size` and the
 /// longer `int(size * long / short)`; with two, the output is exactly height x width.
+/// JpegScaling::kDctScaled: a JPEG is decoded at a reduced scale first (approximate).
 class Resize : public Transform {
  public:
-  explicit Resize(int64_t size);
-  Resize(int64_t height, int64_t width);
+  explicit Resize(int64_t size, JpegScaling jpeg = JpegScaling::kExact);
+  Resize(int64_t height, int64_t width, JpegScaling jpeg = JpegScaling::kExact);
   Image apply(const Image& image, SampleRng& rng) const override;
+  Image apply_encoded(const uint8_t* data, size_t size, ColorMode mode, const std::string& name,
+                      SampleRng& rng) const override;
   std::string describe() const override;
 
  private:
+  ImageSize output_size(ImageSize input) const;
   int64_t height_;
   int64_t width_;  // 0: `height_` is the shorter side
+  JpegScaling jpeg_;
 };
 
 /// torchvision's CenterCrop: top = round((H - h) / 2), left = round((W - w) / 2) (half to even);
@@ -105,15 +134,24 @@ class CenterCrop : public Transform {
   int64_t width_;
 };
 
-/// torchvision 0.14's RandomResizedCrop: a box by `get_params`, then PIL bilinear resize.
+/// torchvision 0.14's RandomResizedCrop: a box by `get_params`, then PIL bilinear resize. From
+/// an encoded JPEG (apply_encoded) only the box is decoded, with the same pixels; with
+/// JpegScaling::kDctScaled it is decoded at a reduced scale (approximate):
+///
+///   auto crop = std::make_shared<frugal::RandomResizedCrop>(
+///       224, std::pair{0.08, 1.0}, std::pair{3.0 / 4.0, 4.0 / 3.0},
+///       frugal::JpegScaling::kDctScaled);
 class RandomResizedCrop : public Transform {
  public:
   explicit RandomResizedCrop(int64_t size, std::pair<double, double> scale = {0.08, 1.0},
-                             std::pair<double, double> ratio = {3.0 / 4.0, 4.0 / 3.0})
-      : RandomResizedCrop(size, size, scale, ratio) {}
+                             std::pair<double, double> ratio = {3.0 / 4.0, 4.0 / 3.0},
+                             JpegScaling jpeg = JpegScaling::kExact)
+      : RandomResizedCrop(size, size, scale, ratio, jpeg) {}
   RandomResizedCrop(int64_t height, int64_t width, std::pair<double, double> scale,
-                    std::pair<double, double> ratio);
+                    std::pair<double, double> ratio, JpegScaling jpeg = JpegScaling::kExact);
   Image apply(const Image& image, SampleRng& rng) const override;
+  Image apply_encoded(const uint8_t* data, size_t size, ColorMode mode, const std::string& name,
+                      SampleRng& rng) const override;
   std::string describe() const override;
 
   /// `uniform(lo, hi)`: a float32 uniform; `randint(n)`: an integer in [0, n).
@@ -131,8 +169,10 @@ class RandomResizedCrop : public Transform {
  private:
   int64_t height_;
   int64_t width_;
+  CropBox draw_box(int64_t height, int64_t width, SampleRng& rng) const;
   std::pair<double, double> scale_;
   std::pair<double, double> ratio_;
+  JpegScaling jpeg_;
 };
 
 /// torchvision's RandomHorizontalFlip: flips when U(0, 1) < p.
@@ -140,6 +180,7 @@ class RandomHorizontalFlip : public Transform {
  public:
   explicit RandomHorizontalFlip(double p = 0.5);
   Image apply(const Image& image, SampleRng& rng) const override;
+  Image apply_owned(Image&& image, SampleRng& rng) const override;  // flips in place
   std::string describe() const override;
 
  private:
