@@ -5,8 +5,14 @@
 //   build/examples/plan/plan --memory-budget 48 --weight-accuracy 4
 //   build/examples/plan/plan --models cnn,resnet --precisions 32,bf16-mixed --micro-batches 64
 //
+//   build/examples/plan/plan --image-folder data/train --image-size 64 \
+//       --models mobilenet_v3_small,efficientnet_b0,resnet18 --micro-batches 32
+//
 // Validation uses a held-out part of the training set (--val-size samples, seeded), so the test
-// set plays no part in choosing. Writes trials.csv and trials.json into --output.
+// set plays no part in choosing. With --image-folder DIR the candidates train on that folder of
+// class sub-folders instead (decoded once by an ImageLoader, Resize + CenterCrop to --image-size,
+// normalized with ImageNet's mean and std, held in memory). Writes trials.csv, trials.json and
+// report.html into --output.
 #include <frugal/frugal.h>
 #include <torch/torch.h>
 
@@ -22,6 +28,9 @@ namespace {
 
 struct Args {
   std::string data_dir = frugal::datasets::FashionMnist::kDefaultDir;
+  std::string image_folder;
+  int64_t image_size = 64;
+  int64_t decode_threads = 0;
   std::vector<std::string> models = {"mlp", "cnn", "cnn-bn", "resnet"};
   std::vector<std::string> precisions = {"32", "bf16-mixed"};
   std::vector<int64_t> micro_batches = {32, 128};
@@ -50,26 +59,53 @@ bool is_zoo(const std::string& name) {
   return false;
 }
 
-torch::nn::Sequential make_small_model(const std::string& name) {
-  if (name == "mlp") return frugal::models::Mlp();
-  if (name == "cnn") return frugal::models::SmallCnn();
-  if (name == "cnn-bn") return frugal::models::SmallCnnBn();
-  if (name == "resnet") return frugal::models::SmallResNet();
+// What the models are built for: Fashion-MNIST's 10 classes, 1 channel, 28 pixels by default.
+struct Shape {
+  int64_t classes = 10;
+  int64_t channels = 1;
+  int64_t size = 28;
+};
+
+torch::nn::Sequential make_small_model(const std::string& name, const Shape& s = {}) {
+  if (name == "mlp") return frugal::models::Mlp(s.channels * s.size * s.size, 256, s.classes);
+  if (name == "cnn") return frugal::models::SmallCnn(s.classes, s.channels, s.size);
+  if (name == "cnn-bn") return frugal::models::SmallCnnBn(s.classes, s.channels, s.size);
+  if (name == "resnet") return frugal::models::SmallResNet(s.classes, s.channels);
   throw frugal::Error(
       "--models: each must be mlp, cnn, cnn-bn, resnet or a zoo model (mobilenet_v3_small, "
       "mobilenet_v3_large, mobilenet_v2, efficientnet_b0, resnet18, resnet34, resnet50), got \"" +
       name + "\"");
 }
 
-// A Classifier (AdamW at the trial's lr) on a small model or on a zoo model by torchvision's name
-// (10 classes, 1 input channel).
-std::unique_ptr<frugal::Task> make_task(const std::string& name, double lr) {
+// A Classifier (AdamW at the trial's lr) on a small model or on a zoo model by torchvision's name.
+std::unique_ptr<frugal::Task> make_task(const std::string& name, double lr, const Shape& shape) {
   if (!is_zoo(name))
-    return std::make_unique<frugal::Classifier>(make_small_model(name), frugal::AdamW(lr));
-  std::shared_ptr<frugal::models::ZooModel> net = frugal::models::create_model(name, 10, 1);
+    return std::make_unique<frugal::Classifier>(make_small_model(name, shape), frugal::AdamW(lr));
+  std::shared_ptr<frugal::models::ZooModel> net =
+      frugal::models::create_model(name, shape.classes, shape.channels);
   return std::make_unique<frugal::Classifier>(
       std::static_pointer_cast<torch::nn::Module>(net),
       [net](const at::Tensor& x) { return net->forward(x); }, frugal::AdamW(lr));
+}
+
+// The images of a folder of class sub-folders, decoded once (Resize + CenterCrop to `size`) and
+// normalized with ImageNet's mean and std: N x 3 x size x size float32, and the labels.
+std::pair<at::Tensor, at::Tensor> load_image_folder(const std::string& dir, int64_t size,
+                                                    int64_t threads, int64_t* classes) {
+  frugal::ImageFolder folder(dir);
+  *classes = static_cast<int64_t>(folder.classes().size());
+  frugal::ImageLoader loader(folder.samples(),
+                             frugal::compose({std::make_shared<frugal::Resize>(size),
+                                              std::make_shared<frugal::CenterCrop>(size)}),
+                             size, size,
+                             frugal::ImageLoaderOptions(256).pad_shards(false).threads(threads));
+  std::vector<at::Tensor> xs, ys;
+  loader.start_epoch(0);
+  while (auto b = loader.next()) {
+    xs.push_back(frugal::normalize_batch(b->data, {0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}));
+    ys.push_back(b->target.clone());
+  }
+  return {at::cat(xs), at::cat(ys)};
 }
 
 }  // namespace
@@ -78,6 +114,12 @@ int main(int argc, char** argv) {
   Args a;
   CLI::App app{"Compare Fashion-MNIST models with quick trial runs and rank them"};
   app.add_option("--data-dir", a.data_dir, "folder with the IDX files (gzip'd or plain)");
+  app.add_option("--image-folder", a.image_folder,
+                 "train on this folder of class sub-folders instead of Fashion-MNIST");
+  app.add_option("--image-size", a.image_size, "with --image-folder: the side the models see")
+      ->capture_default_str();
+  app.add_option("--decode-threads", a.decode_threads,
+                 "with --image-folder: decode threads (0: CPUs - 1)");
   app.add_option("--models", a.models,
                  "mlp, cnn, cnn-bn, resnet, or zoo models: mobilenet_v3_small, "
                  "mobilenet_v3_large, mobilenet_v2, efficientnet_b0, resnet18, resnet34, resnet50")
@@ -152,15 +194,35 @@ int main(int argc, char** argv) {
     std::vector<frugal::Precision> precisions;
     for (const auto& p : a.precisions) precisions.push_back(frugal::parse_precision(p));
     grid.precisions(precisions);
+    FRUGAL_CHECK(a.image_size >= 8, "--image-size must be >= 8, got ", a.image_size);
     for (const auto& name : a.models) {
       if (!is_zoo(name)) make_small_model(name);  // an unknown name fails here, before any trial
-      trials.add_model(
-          name, [name](const frugal::TrialConfig& config) { return make_task(name, config.lr); });
+    }
+    at::Tensor images, labels;
+    Shape shape;
+    if (a.image_folder.empty()) {
+      const auto data = frugal::datasets::FashionMnist::load(a.data_dir);
+      images = data.train().images;
+      labels = data.train().labels;
+    } else {
+      const auto t0 = std::chrono::steady_clock::now();
+      std::tie(images, labels) =
+          load_image_folder(a.image_folder, a.image_size, a.decode_threads, &shape.classes);
+      shape.channels = 3;
+      shape.size = a.image_size;
+      std::cout << "decoded " << images.size(0) << " images of " << shape.classes
+                << " classes from " << a.image_folder << " in "
+                << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
+                << " s\n";
+    }
+    for (const auto& name : a.models) {
+      trials.add_model(name, [name, shape](const frugal::TrialConfig& config) {
+        return make_task(name, config.lr, shape);
+      });
     }
     trials.add_grid(grid);
 
-    const auto data = frugal::datasets::FashionMnist::load(a.data_dir);
-    const int64_t n = data.train().images.size(0);
+    const int64_t n = images.size(0);
     FRUGAL_CHECK(a.val_size >= 1 && a.val_size < n, "--val-size must be in [1, ", n - 1, "], got ",
                  a.val_size);
     // A seeded split of the training set: the last val_size samples of a permutation validate.
@@ -168,12 +230,10 @@ int main(int argc, char** argv) {
     const at::Tensor perm = torch::randperm(n, gen, torch::kLong);
     const at::Tensor train_index = perm.narrow(0, 0, n - a.val_size);
     const at::Tensor val_index = perm.narrow(0, n - a.val_size, a.val_size);
-    const auto& split = data.train();
-
     const auto start = std::chrono::steady_clock::now();
-    const frugal::TrialsReport report = trials.run(
-        split.images.index_select(0, train_index), split.labels.index_select(0, train_index),
-        split.images.index_select(0, val_index), split.labels.index_select(0, val_index));
+    const frugal::TrialsReport report =
+        trials.run(images.index_select(0, train_index), labels.index_select(0, train_index),
+                   images.index_select(0, val_index), labels.index_select(0, val_index));
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (const frugal::TrialResult* best = report.best()) {

@@ -11,11 +11,14 @@
 #include "frugal/data/image.h"
 #include "frugal/data/image_folder.h"
 #include "frugal/error.h"
+#include "python_oracle.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 
 namespace {
+
+using frugal::testing::slurp;
 
 // Writes a tricky tree under argv[1]/tree and torchvision's/PIL's view of it under argv[1].
 const char* kMakeTree = R"PY(
@@ -88,22 +91,13 @@ with open(os.path.join(out, "samples.txt"), "w") as f:
             open(os.path.join(out, f"{i}.{mode}"), "wb").write(im.tobytes())
 )PY";
 
-bool have_torchvision() {
-  return std::system("/usr/bin/python3 -c 'import torchvision, PIL, numpy' >/dev/null 2>&1") == 0;
-}
+bool have_torchvision() { return frugal::testing::python_can("import torchvision, PIL, numpy"); }
 
 std::vector<std::string> lines(const std::string& path) {
   std::ifstream in(path);
   std::vector<std::string> out;
   for (std::string line; std::getline(in, line);) out.push_back(line);
   return out;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 void write(const std::string& path, const std::string& bytes) {
@@ -113,15 +107,8 @@ void write(const std::string& path, const std::string& bytes) {
 
 // The tree and torchvision's answers, made once for the whole file.
 const std::string& reference_dir() {
-  static const std::string dir = [] {
-    const std::string d = frugal::testing::temp_dir("image_folder_reference");
-    write(d + "/make_tree.py", kMakeTree);
-    const std::string cmd = "/usr/bin/python3 " + d + "/make_tree.py " + d + " 2>" + d + "/py.err";
-    if (std::system(cmd.c_str()) != 0) {
-      ADD_FAILURE() << "make_tree.py failed: " << slurp(d + "/py.err");
-    }
-    return d;
-  }();
+  static const std::string dir =
+      frugal::testing::run_python_script("image_folder_reference", kMakeTree);
   return dir;
 }
 

@@ -10,9 +10,14 @@
 #include "frugal/data/batch_source.h"
 #include "frugal/data/image_loader.h"
 #include "frugal/error.h"
+#include "image_set.h"
+#include "python_oracle.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
+using frugal::testing::augment;
+using frugal::testing::epoch;
+using frugal::testing::expect_same;
 
 namespace {
 
@@ -34,43 +39,16 @@ for c in range(3):
             Image.fromarray(a).save(os.path.join(d, f"{k:02d}.png"))
 )PY";
 
-bool have_pil() {
-  return std::system("/usr/bin/python3 -c 'import PIL, numpy' >/dev/null 2>&1") == 0;
-}
+bool have_pil() { return frugal::testing::python_can("import PIL, numpy"); }
 
 const std::string& image_set() {
-  static const std::string dir = [] {
-    const std::string d = frugal::testing::temp_dir("image_loader_set");
-    std::ofstream(d + "/make.py") << kMakeSet;
-    const std::string cmd = "/usr/bin/python3 " + d + "/make.py " + d + "/images";
-    EXPECT_EQ(std::system(cmd.c_str()), 0);
-    return d + "/images";
-  }();
+  static const std::string dir =
+      frugal::testing::run_python_script("image_loader_set", kMakeSet, "images");
   return dir;
 }
 
 #define SKIP_WITHOUT_PIL() \
   if (!have_pil()) GTEST_SKIP() << "needs /usr/bin/python3 with PIL and numpy (python3-pil)";
-
-frugal::TransformPtr augment() {
-  return frugal::compose({std::make_shared<frugal::RandomResizedCrop>(16),
-                          std::make_shared<frugal::RandomHorizontalFlip>()});
-}
-
-std::vector<frugal::Batch> epoch(frugal::BatchSource& source, int64_t e, int64_t skip = 0) {
-  source.start_epoch(e, skip);
-  std::vector<frugal::Batch> out;
-  while (auto b = source.next()) out.push_back(*b);
-  return out;
-}
-
-void expect_same(const std::vector<frugal::Batch>& a, const std::vector<frugal::Batch>& b) {
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t k = 0; k < a.size(); ++k) {
-    EXPECT_TRUE(a[k].data.equal(b[k].data)) << "batch " << k;
-    EXPECT_TRUE(a[k].target.equal(b[k].target)) << "batch " << k;
-  }
-}
 
 }  // namespace
 

@@ -11,9 +11,12 @@
 
 #include "frugal/data/image.h"
 #include "frugal/error.h"
+#include "python_oracle.h"
 #include "test_support.h"
 
 namespace {
+
+using frugal::testing::slurp;
 
 const char* kMakeFiles = R"PY(
 import os, sys
@@ -57,25 +60,10 @@ open(os.path.join(out, "truncated.jpg"), "wb").write(data[: len(data) * 7 // 10]
 Image.fromarray(picture(10, 10)).save(os.path.join(out, "picture.png"))
 )PY";
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-bool have_pil() {
-  return std::system("/usr/bin/python3 -c 'import PIL, numpy' >/dev/null 2>&1") == 0;
-}
+bool have_pil() { return frugal::testing::python_can("import PIL, numpy"); }
 
 const std::string& files_dir() {
-  static const std::string dir = [] {
-    const std::string d = frugal::testing::temp_dir("jpeg_region");
-    std::ofstream(d + "/make.py") << kMakeFiles;
-    const std::string cmd = "/usr/bin/python3 " + d + "/make.py " + d + " 2>" + d + "/py.err";
-    if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << slurp(d + "/py.err");
-    return d;
-  }();
+  static const std::string dir = frugal::testing::run_python_script("jpeg_region", kMakeFiles);
   return dir;
 }
 

@@ -17,8 +17,14 @@
 #include "test_support.h"
 
 namespace fs = std::filesystem;
+using frugal::testing::augment;
+using frugal::testing::epoch;
 using frugal::testing::error_message;
+using frugal::testing::expect_same;
+using frugal::testing::file_bytes;
 using frugal::testing::image_set;
+using frugal::testing::is_jpeg_file;
+using frugal::testing::write_bytes;
 
 namespace {
 
@@ -34,39 +40,6 @@ frugal::PackOptions raw(int64_t max_side = 0) {
   o.storage = frugal::PackedStorage::kRaw;
   o.max_side = max_side;
   return o;
-}
-
-std::vector<uint8_t> file_bytes(const std::string& path) { return frugal::read_file_bytes(path); }
-
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc)
-      .write(reinterpret_cast<const char*>(bytes.data()),
-             static_cast<std::streamsize>(bytes.size()));
-}
-
-bool is_jpeg_file(const std::string& path) {
-  const std::vector<uint8_t> b = file_bytes(path);
-  return frugal::detect_image_format(b.data(), b.size()) == frugal::ImageFormat::kJpeg;
-}
-
-std::vector<frugal::Batch> epoch(frugal::BatchSource& source, int64_t e, int64_t skip = 0) {
-  source.start_epoch(e, skip);
-  std::vector<frugal::Batch> out;
-  while (auto b = source.next()) out.push_back(*b);
-  return out;
-}
-
-void expect_same(const std::vector<frugal::Batch>& a, const std::vector<frugal::Batch>& b) {
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t k = 0; k < a.size(); ++k) {
-    EXPECT_TRUE(a[k].data.equal(b[k].data)) << "batch " << k;
-    EXPECT_TRUE(a[k].target.equal(b[k].target)) << "batch " << k;
-  }
-}
-
-frugal::TransformPtr augment() {
-  return frugal::compose({std::make_shared<frugal::RandomResizedCrop>(16),
-                          std::make_shared<frugal::RandomHorizontalFlip>()});
 }
 
 }  // namespace

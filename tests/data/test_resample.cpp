@@ -11,9 +11,12 @@
 #include <sstream>
 
 #include "frugal/data/transforms.h"
+#include "python_oracle.h"
 #include "test_support.h"
 
 namespace {
+
+using frugal::testing::slurp;
 
 const char* kReference = R"PY(
 import sys, os
@@ -59,25 +62,11 @@ with open(os.path.join(out, "fractional.txt"), "w") as f:
         f.write(f"{t!r} {l!r} {b!r} {r!r} {oh} {ow}\n")
 )PY";
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-bool have_pil() {
-  return std::system("/usr/bin/python3 -c 'import PIL, numpy' >/dev/null 2>&1") == 0;
-}
+bool have_pil() { return frugal::testing::python_can("import PIL, numpy"); }
 
 const std::string& reference_dir() {
-  static const std::string dir = [] {
-    const std::string d = frugal::testing::temp_dir("resample_reference");
-    std::ofstream(d + "/reference.py") << kReference;
-    const std::string cmd = "/usr/bin/python3 " + d + "/reference.py " + d + " 2>" + d + "/py.err";
-    if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << slurp(d + "/py.err");
-    return d;
-  }();
+  static const std::string dir =
+      frugal::testing::run_python_script("resample_reference", kReference);
   return dir;
 }
 

@@ -11,9 +11,12 @@
 
 #include "frugal/data/transforms.h"
 #include "frugal/error.h"
+#include "python_oracle.h"
 #include "test_support.h"
 
 namespace {
+
+using frugal::testing::slurp;
 
 const char* kReference = R"PY(
 import sys, os
@@ -70,25 +73,11 @@ for k, tf in enumerate([T.Resize(20), T.Resize((11, 70)), T.CenterCrop(20), T.Ce
     open(os.path.join(out, f"tf{k}.size"), "w").write(f"{r.size[1]} {r.size[0]}")
 )PY";
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-bool have_torchvision() {
-  return std::system("/usr/bin/python3 -c 'import torchvision, PIL, numpy' >/dev/null 2>&1") == 0;
-}
+bool have_torchvision() { return frugal::testing::python_can("import torchvision, PIL, numpy"); }
 
 const std::string& reference_dir() {
-  static const std::string dir = [] {
-    const std::string d = frugal::testing::temp_dir("transforms_reference");
-    std::ofstream(d + "/reference.py") << kReference;
-    const std::string cmd = "/usr/bin/python3 " + d + "/reference.py " + d + " 2>" + d + "/py.err";
-    if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << slurp(d + "/py.err");
-    return d;
-  }();
+  static const std::string dir =
+      frugal::testing::run_python_script("transforms_reference", kReference);
   return dir;
 }
 

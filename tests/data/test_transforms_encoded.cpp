@@ -12,9 +12,12 @@
 #include <sstream>
 
 #include "frugal/data/transforms.h"
+#include "python_oracle.h"
 #include "test_support.h"
 
 namespace {
+
+using frugal::testing::slurp;
 
 const char* kMakeFiles = R"PY(
 import os, sys
@@ -52,25 +55,11 @@ for name in ("photo.jpg", "portrait.jpg", "large.jpg", "gray.jpg"):
     open(os.path.join(out, name + ".draft_resize"), "wb").write(r.tobytes())
 )PY";
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-bool have_pil() {
-  return std::system("/usr/bin/python3 -c 'import PIL, numpy' >/dev/null 2>&1") == 0;
-}
+bool have_pil() { return frugal::testing::python_can("import PIL, numpy"); }
 
 const std::string& files_dir() {
-  static const std::string dir = [] {
-    const std::string d = frugal::testing::temp_dir("transforms_encoded");
-    std::ofstream(d + "/make.py") << kMakeFiles;
-    const std::string cmd = "/usr/bin/python3 " + d + "/make.py " + d + " 2>" + d + "/py.err";
-    if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << slurp(d + "/py.err");
-    return d;
-  }();
+  static const std::string dir =
+      frugal::testing::run_python_script("transforms_encoded", kMakeFiles);
   return dir;
 }
 

@@ -10,9 +10,12 @@
 
 #include "frugal/data/image.h"
 #include "frugal/error.h"
+#include "python_oracle.h"
 #include "test_support.h"
 
 namespace {
+
+using frugal::testing::slurp;
 
 const char* kMakeFiles = R"PY(
 import os, sys
@@ -56,27 +59,13 @@ damaged[40:60] = b"\xff" * 20
 open(os.path.join(out, "damaged.webp"), "wb").write(bytes(damaged))
 )PY";
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 bool have_pil_webp() {
-  return std::system(
-             "/usr/bin/python3 -c 'from PIL import features; import numpy; "
-             "assert features.check(\"webp\")' >/dev/null 2>&1") == 0;
+  return frugal::testing::python_can(
+      "from PIL import features; import numpy; assert features.check(\"webp\")");
 }
 
 const std::string& files_dir() {
-  static const std::string dir = [] {
-    const std::string d = frugal::testing::temp_dir("webp");
-    std::ofstream(d + "/make.py") << kMakeFiles;
-    const std::string cmd = "/usr/bin/python3 " + d + "/make.py " + d + " 2>" + d + "/py.err";
-    if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << slurp(d + "/py.err");
-    return d;
-  }();
+  static const std::string dir = frugal::testing::run_python_script("webp", kMakeFiles);
   return dir;
 }
 

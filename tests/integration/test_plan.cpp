@@ -7,8 +7,10 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -131,3 +133,55 @@ TEST_F(Plan, MissingDataDirNamesThePath) {
 }
 
 }  // namespace
+
+TEST_F(Plan, ImageFolderCandidatesIncludeTheZoo) {
+  // A folder of class sub-folders (made by PIL) instead of Fashion-MNIST: a small CNN and a zoo
+  // model train on 3-channel 32-pixel images and are ranked, with the deployment columns filled.
+  if (std::system("/usr/bin/python3 -c 'import PIL, numpy' >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "needs /usr/bin/python3 with PIL and numpy (python3-pil)";
+  }
+  const fs::path dir = frugal::testing::temp_dir("plan_image_folder");
+  const std::string make = R"PY(
+import os, sys
+import numpy as np
+from PIL import Image
+rng = np.random.default_rng(3)
+for c in range(3):
+    os.makedirs(os.path.join(sys.argv[1], f"c{c}"))
+    for k in range(16):
+        a = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        a[:, :, c] = 220  # a colour cue to learn
+        Image.fromarray(a).save(os.path.join(sys.argv[1], f"c{c}", f"{k}.png"))
+)PY";
+  std::ofstream(dir / "make.py") << make;
+  ASSERT_EQ(std::system(
+                ("/usr/bin/python3 " + (dir / "make.py").string() + " " + (dir / "images").string())
+                    .c_str()),
+            0);
+  const Outcome out = run_plan(
+      "--image-folder " + (dir / "images").string() +
+          " --image-size 32 --models cnn,mobilenet_v3_small --precisions 32 --micro-batches 8"
+          " --epochs 1 --fraction 1 --val-size 12 --memory-budget 0 --num-threads 1 --output " +
+          (dir / "plan").string(),
+      dir);
+  ASSERT_EQ(out.exit_code, 0) << out.describe();
+  EXPECT_NE(out.out.find("decoded 48 images of 3 classes"), std::string::npos) << out.out;
+  const std::string csv = frugal::testing::read_text((dir / "plan" / "trials.csv").string());
+  std::istringstream lines(csv);
+  std::string header, line;
+  std::getline(lines, header);
+  const auto names = fields(header);
+  const auto column = [&](const std::string& name) {
+    return static_cast<size_t>(std::find(names.begin(), names.end(), name) - names.begin());
+  };
+  int ranked = 0;
+  while (std::getline(lines, line)) {
+    const auto row = fields(line);
+    ASSERT_GT(row.size(), column("model_bytes_int8")) << line;
+    EXPECT_EQ(row[column("status")], "ranked") << line;
+    EXPECT_GT(std::stod(row[column("latency_b1_ms")]), 0) << line;
+    EXPECT_GT(std::stoll(row[column("model_bytes")]), 0) << line;
+    ++ranked;
+  }
+  EXPECT_EQ(ranked, 2) << csv;
+}

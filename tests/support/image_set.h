@@ -12,6 +12,7 @@
 #include "frugal/data/batch_source.h"
 #include "frugal/data/image.h"
 #include "frugal/data/transforms.h"
+#include "python_oracle.h"
 #include "test_support.h"
 
 namespace frugal::testing {
@@ -49,19 +50,11 @@ for c in range(3):
 )PY";
 }
 
-inline bool have_pil() {
-  return std::system("/usr/bin/python3 -c 'import PIL, numpy' >/dev/null 2>&1") == 0;
-}
+inline bool have_pil() { return python_can("import PIL, numpy"); }
 
 /// The folder, made once per test binary.
 inline const std::string& image_set() {
-  static const std::string dir = [] {
-    const std::string d = temp_dir("image_set");
-    std::ofstream(d + "/make.py") << image_set_script();
-    const std::string cmd = "/usr/bin/python3 " + d + "/make.py " + d + "/images";
-    EXPECT_EQ(std::system(cmd.c_str()), 0);
-    return d + "/images";
-  }();
+  static const std::string dir = run_python_script("image_set", image_set_script(), "images");
   return dir;
 }
 
