@@ -50,6 +50,7 @@ double images_per_s(frugal::models::ZooModel& m, int64_t batch, int64_t size, bo
 void set_layout(torch::nn::Module& m, at::MemoryFormat format) {
   torch::NoGradGuard g;
   for (at::Tensor t : m.parameters()) {
+    t.mutable_grad() = at::Tensor();  // a gradient of the other layout would be kept in it
     if (t.dim() == 4) t.set_data(t.data().contiguous(format));
   }
   for (at::Tensor t : m.buffers()) {
