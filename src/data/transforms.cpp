@@ -246,20 +246,20 @@ void horizontal_pass(const uint8_t* src, int64_t stride, int64_t rows, int64_t c
   }
 }
 
-// The vertical pass, a whole output row at a time: contiguous int32 sums that vectorise. Row r of
-// the input is at src + (r - first_row) * stride; output rows are `row_bytes` long.
+// The vertical pass, a whole output row at a time: contiguous int32 sums (in `acc`, row_bytes
+// long) that vectorise. Row r of the input is at src + (r - first_row) * stride; output rows are
+// `row_bytes` long. (No thread_local or other object with a destructor in here: clang's
+// target_clones then leaves std::vector's instantiations unemitted and the link fails.)
 #ifdef FRUGAL_X86_SIMD
 __attribute__((target_clones("avx2", "default")))
 #endif
-void vertical_pass(const uint8_t* src, int64_t stride, int64_t first_row, int64_t row_bytes,
-                   const Coefficients& c, int64_t out_h, uint8_t* out) {
-  thread_local std::vector<int32_t> sums;
-  sums.resize(static_cast<size_t>(row_bytes));
-  int32_t* acc = sums.data();
+void vertical_kernel(const uint8_t* src, int64_t stride, int64_t first_row, int64_t row_bytes,
+                     const int32_t* bounds, const int32_t* weights, int64_t ksize, int64_t out_h,
+                     uint8_t* out, int32_t* acc) {
   for (int64_t yy = 0; yy < out_h; ++yy) {
-    const int64_t ymin = c.bounds[2 * yy] - first_row;
-    const int32_t n = c.bounds[2 * yy + 1];
-    const int32_t* k = c.weights.data() + yy * c.ksize;
+    const int64_t ymin = bounds[2 * yy] - first_row;
+    const int32_t n = bounds[2 * yy + 1];
+    const int32_t* k = weights + yy * ksize;
     for (int64_t i = 0; i < row_bytes; ++i) acc[i] = kHalf;
     for (int32_t y = 0; y < n; ++y) {
       const uint8_t* row = src + (ymin + y) * stride;
@@ -269,6 +269,14 @@ void vertical_pass(const uint8_t* src, int64_t stride, int64_t first_row, int64_
     uint8_t* o = out + yy * row_bytes;
     for (int64_t i = 0; i < row_bytes; ++i) o[i] = clip8(acc[i]);
   }
+}
+
+void vertical_pass(const uint8_t* src, int64_t stride, int64_t first_row, int64_t row_bytes,
+                   const Coefficients& c, int64_t out_h, uint8_t* out) {
+  thread_local std::vector<int32_t> sums;
+  sums.resize(static_cast<size_t>(row_bytes));
+  vertical_kernel(src, stride, first_row, row_bytes, c.bounds.data(), c.weights.data(), c.ksize,
+                  out_h, out, sums.data());
 }
 }  // namespace
 
