@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <errno.h>  // program_invocation_short_name (glibc)
+
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -53,8 +55,11 @@ for c in range(3):
 inline bool have_pil() { return python_can("import PIL, numpy"); }
 
 /// The folder, made once per test binary.
+/// The folder, made once per test binary, in a folder of its own (test binaries run in parallel,
+/// and temp_dir empties the folder it returns).
 inline const std::string& image_set() {
-  static const std::string dir = run_python_script("image_set", image_set_script(), "images");
+  static const std::string dir = run_python_script(
+      std::string("image_set_") + program_invocation_short_name, image_set_script(), "images");
   return dir;
 }
 
