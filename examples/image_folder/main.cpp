@@ -170,8 +170,7 @@ int main(int argc, char** argv) {
         for (const auto& s : *part) {
           const bool from_folder = !cache || (part == &val_samples && split_folders);
           std::cout << s.label << "\t"
-                    << (from_folder ? fs::path(s.path).lexically_relative(a.data).string()
-                                    : s.path)
+                    << (from_folder ? fs::path(s.path).lexically_relative(a.data).string() : s.path)
                     << "\n";
         }
       }
@@ -205,11 +204,10 @@ int main(int argc, char** argv) {
                                  .pad_shards(false)
                                  .threads(a.decode_threads)
                                  .on_bad_sample(bad);
-    auto train_loader =
-        cache ? std::make_shared<frugal::ImageLoader>(cache, train_tf, size, size, train_options,
-                                                      train_subset)
-              : std::make_shared<frugal::ImageLoader>(train_samples, train_tf, size, size,
-                                                      train_options);
+    auto train_loader = cache ? std::make_shared<frugal::ImageLoader>(cache, train_tf, size, size,
+                                                                      train_options, train_subset)
+                              : std::make_shared<frugal::ImageLoader>(train_samples, train_tf, size,
+                                                                      size, train_options);
     auto val_loader =
         cache && !split_folders
             ? std::make_shared<frugal::ImageLoader>(cache, val_tf, size, size, val_options,

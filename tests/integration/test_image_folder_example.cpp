@@ -208,8 +208,8 @@ TEST(ImageFolderExample, PackedRawCacheTrainsExactlyAsTheFolder) {
   // folder split by --val-fraction, where --data is not needed at all).
   SKIP_UNLESS_READY();
   const std::string d = data_dir();
-  const fs::path pack = example().parent_path().parent_path().parent_path() / "tools" /
-                        "frugal-pack";
+  const fs::path pack =
+      example().parent_path().parent_path().parent_path() / "tools" / "frugal-pack";
   ASSERT_TRUE(fs::exists(pack)) << pack;
   const std::string cache = d + "/train.fpk";
   const auto packed = frugal::testing::run_program(

@@ -2,9 +2,8 @@
 // caches, LMDB), and what those tests share about batches and files.
 #pragma once
 
-#include <gtest/gtest.h>
-
 #include <errno.h>  // program_invocation_short_name (glibc)
+#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <fstream>
