@@ -20,6 +20,8 @@
 #include <chrono>
 #include <iostream>
 
+#include "../common/image_data.h"
+
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -86,26 +88,6 @@ std::unique_ptr<frugal::Task> make_task(const std::string& name, double lr, cons
   return std::make_unique<frugal::Classifier>(
       std::static_pointer_cast<torch::nn::Module>(net),
       [net](const at::Tensor& x) { return net->forward(x); }, frugal::AdamW(lr));
-}
-
-// The images of a folder of class sub-folders, decoded once (Resize + CenterCrop to `size`) and
-// normalized with ImageNet's mean and std: N x 3 x size x size float32, and the labels.
-std::pair<at::Tensor, at::Tensor> load_image_folder(const std::string& dir, int64_t size,
-                                                    int64_t threads, int64_t* classes) {
-  frugal::ImageFolder folder(dir);
-  *classes = static_cast<int64_t>(folder.classes().size());
-  frugal::ImageLoader loader(folder.samples(),
-                             frugal::compose({std::make_shared<frugal::Resize>(size),
-                                              std::make_shared<frugal::CenterCrop>(size)}),
-                             size, size,
-                             frugal::ImageLoaderOptions(256).pad_shards(false).threads(threads));
-  std::vector<at::Tensor> xs, ys;
-  loader.start_epoch(0);
-  while (auto b = loader.next()) {
-    xs.push_back(frugal::normalize_batch(b->data, {0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}));
-    ys.push_back(b->target.clone());
-  }
-  return {at::cat(xs), at::cat(ys)};
 }
 
 }  // namespace
@@ -206,8 +188,8 @@ int main(int argc, char** argv) {
       labels = data.train().labels;
     } else {
       const auto t0 = std::chrono::steady_clock::now();
-      std::tie(images, labels) =
-          load_image_folder(a.image_folder, a.image_size, a.decode_threads, &shape.classes);
+      std::tie(images, labels) = frugal_examples::load_image_folder(
+          a.image_folder, a.image_size, a.decode_threads, &shape.classes);
       shape.channels = 3;
       shape.size = a.image_size;
       std::cout << "decoded " << images.size(0) << " images of " << shape.classes
