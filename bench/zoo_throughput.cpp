@@ -13,6 +13,8 @@
 #include <chrono>
 #include <iostream>
 
+#include "models/layout.h"
+
 namespace {
 
 double median(std::vector<double> v) {
@@ -46,16 +48,11 @@ double images_per_s(frugal::models::ZooModel& m, int64_t batch, int64_t size, bo
   return static_cast<double>(batch) / median(secs);
 }
 
-// The model's 4-D parameters and buffers in `format` (what TrainerOptions::channels_last does).
+// The model's 4-D parameters and buffers in `format`, as TrainerOptions::channels_last sets them.
 void set_layout(torch::nn::Module& m, at::MemoryFormat format) {
-  torch::NoGradGuard g;
-  for (at::Tensor t : m.parameters()) {
-    t.mutable_grad() = at::Tensor();  // a gradient of the other layout would be kept in it
-    if (t.dim() == 4) t.set_data(t.data().contiguous(format));
-  }
-  for (at::Tensor t : m.buffers()) {
-    if (t.dim() == 4) t.set_data(t.contiguous(format));
-  }
+  for (at::Tensor t : m.parameters()) t.mutable_grad() = at::Tensor();  // of the other layout
+  frugal::detail::set_memory_format(m.parameters(), format);
+  frugal::detail::set_memory_format(m.buffers(), format);
 }
 
 // Per model and size: images/s in NCHW and NHWC, alternating, and the ratio NHWC / NCHW.

@@ -37,6 +37,7 @@
 #include "frugal/version.h"
 #include "io/checkpoint_io.h"
 #include "io/checksum.h"
+#include "models/layout.h"
 #include "optim/optim_util.h"
 #include "precision/plugin.h"
 
@@ -332,13 +333,8 @@ void Trainer::prepare(Task& task, BatchSource* a, BatchSource* b) {
   task.module().to(device_);
   if (options_.channels_last()) {
     // Before the optimizer exists: its state is created in the parameters' layout.
-    torch::NoGradGuard no_grad;
-    for (at::Tensor t : task.module().parameters()) {
-      if (t.dim() == 4) t.set_data(t.data().contiguous(at::MemoryFormat::ChannelsLast));
-    }
-    for (at::Tensor t : task.module().buffers()) {
-      if (t.dim() == 4) t.set_data(t.contiguous(at::MemoryFormat::ChannelsLast));
-    }
+    detail::set_memory_format(task.module().parameters(), at::MemoryFormat::ChannelsLast);
+    detail::set_memory_format(task.module().buffers(), at::MemoryFormat::ChannelsLast);
   }
   for (BatchSource* source : {a, b}) {
     if (source == nullptr) continue;

@@ -9,6 +9,7 @@
 #include "frugal/data/image_loader.h"
 #include "frugal/error.h"
 #include "frugal/io/checkpoint.h"
+#include "models/layout.h"
 #include "precision/plugin.h"
 
 namespace frugal {
@@ -41,12 +42,6 @@ void check_options(const PredictorOptions& options) {
                options.batch_size());
   FRUGAL_CHECK(!options.device().is_cuda() || torch::cuda::is_available(), "Predictor: device ",
                options.device(), " requested but CUDA is not available");
-}
-
-void to_channels_last(const std::vector<at::Tensor>& tensors) {
-  for (const auto& t : tensors) {
-    if (t.dim() == 4) t.set_data(t.contiguous(at::MemoryFormat::ChannelsLast));
-  }
 }
 
 /// The tensors torch::save(module) wrote for `module` (one nested archive per child), paired with
@@ -88,8 +83,8 @@ Predictor::Predictor(std::shared_ptr<torch::nn::Module> module, Forward forward,
   m->eval();
   m->to(options.device());
   if (options.channels_last()) {
-    to_channels_last(m->parameters());
-    to_channels_last(m->buffers());
+    detail::set_memory_format(m->parameters(), at::MemoryFormat::ChannelsLast);
+    detail::set_memory_format(m->buffers(), at::MemoryFormat::ChannelsLast);
   }
   impl->forward = std::move(forward);
   impl->precision = detail::make_precision(options.precision(), options.device());
@@ -150,7 +145,7 @@ Predictor Predictor::load_torchscript(const std::string& path, PredictorOptions 
     std::vector<at::Tensor> tensors;
     for (const auto& p : impl->script->parameters()) tensors.push_back(p);
     for (const auto& b : impl->script->buffers()) tensors.push_back(b);
-    to_channels_last(tensors);
+    detail::set_memory_format(tensors, at::MemoryFormat::ChannelsLast);
   }
   auto script = impl->script;
   impl->forward = [script](const at::Tensor& x) {
