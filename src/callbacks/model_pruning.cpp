@@ -148,7 +148,6 @@ void ModelPruning::on_fit_start(Trainer&, Task& task) {
   }
   active_ = false;
   permanent_ = false;
-  masked_at_step_ = -1;
   if (!pending_.empty()) {
     // A resumed run: its masks (and lottery ticket) as saved, for the same parameters.
     for (size_t i = 0; i < names_.size(); ++i) {
@@ -185,14 +184,9 @@ void ModelPruning::on_before_optimizer_step(Trainer&, Task&, torch::optim::Optim
   }
 }
 
-void ModelPruning::on_train_batch_end(Trainer& trainer, Task&, const at::Tensor&, const Batch&,
-                                      int64_t) {
-  // After an optimizer step (not after the micro-batches of an accumulation window, which change
-  // no weight): moments of entries pruned earlier must not revive them.
-  const int64_t step = trainer.state().global_step;
-  if (!active_ || step == masked_at_step_) return;
-  apply_masks();
-  masked_at_step_ = step;
+void ModelPruning::on_train_batch_end(Trainer&, Task&, const at::Tensor&, const Batch&, int64_t) {
+  // After the optimizer step: moments of entries pruned earlier must not revive them.
+  if (active_) apply_masks();
 }
 
 void ModelPruning::on_train_epoch_end(Trainer& trainer, Task&) {

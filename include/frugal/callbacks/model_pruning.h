@@ -110,7 +110,6 @@ class ModelPruning : public Callback {
   StateDict pending_;                  // state loaded before fit resolved the parameters
   bool active_ = false;                // masks in force
   bool permanent_ = false;             // made permanent at the end of training
-  int64_t masked_at_step_ = -1;        // the global step after which the masks were last applied
 };
 
 }  // namespace frugal
