@@ -37,6 +37,7 @@
 #include <frugal/deploy/onnx.h>
 #include <frugal/deploy/predictor.h>
 #include <frugal/deploy/quantize.h>
+#include <frugal/deploy/quantized_model.h>
 #include <frugal/deploy/torchscript.h>
 #include <frugal/hardware/cpu_threads.h>
 #include <frugal/io/checkpoint.h>

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "compat.h"
+#include "deploy/graph_capture.h"
 #include "frugal/deploy/onnx.h"
 #include "frugal/error.h"
 #include "frugal/loggers/logger.h"
@@ -17,84 +18,6 @@
 namespace frugal {
 
 namespace nn = torch::nn;
-
-#if !defined(FRUGAL_WITH_ONNX)
-
-bool onnx_export_available() { return false; }
-
-std::string export_onnx_to_string(torch::nn::Module&, const at::Tensor&, const OnnxExportOptions&) {
-  FRUGAL_CHECK(false,
-               "export_onnx: this build of frugal has no ONNX export; it needs protobuf "
-               "(libprotobuf-dev, protobuf-compiler) and ONNX's onnx.proto (libonnx-dev) at "
-               "configure time");
-  return {};
-}
-
-void export_onnx(torch::nn::Module& module, const at::Tensor& example_input,
-                 const std::string& path, const OnnxExportOptions& options) {
-  (void)export_onnx_to_string(module, example_input, options);
-  (void)path;
-}
-
-namespace deploy {
-// The graph is never built without ONNX support; these keep the class complete for the linker.
-struct OnnxGraph::Impl {
-  OnnxExportOptions options;
-};
-OnnxGraph::OnnxGraph(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-OnnxGraph::~OnnxGraph() = default;
-const OnnxExportOptions& OnnxGraph::options() const { return impl_->options; }
-#define FRUGAL_NO_ONNX_BODY FRUGAL_CHECK(false, "export_onnx: this build has no ONNX export")
-OnnxValue OnnxGraph::module(nn::Module&, const std::string&, const OnnxValue&) {
-  FRUGAL_NO_ONNX_BODY;
-  return {};
-}
-OnnxValue OnnxGraph::node(const std::string&, const std::vector<std::string>&, at::Tensor,
-                          const std::vector<OnnxAttribute>&, const std::string&) {
-  FRUGAL_NO_ONNX_BODY;
-  return {};
-}
-std::string OnnxGraph::initializer(const std::string&, const at::Tensor&) {
-  FRUGAL_NO_ONNX_BODY;
-  return {};
-}
-OnnxValue OnnxGraph::conv2d(nn::Conv2dImpl&, nn::BatchNorm2dImpl*, const std::string&,
-                            const OnnxValue&) {
-  FRUGAL_NO_ONNX_BODY;
-  return {};
-}
-OnnxValue OnnxGraph::conv_bn(nn::Conv2dImpl&, nn::BatchNorm2dImpl&, const std::string&,
-                             const std::string&, const OnnxValue&) {
-  FRUGAL_NO_ONNX_BODY;
-  return {};
-}
-OnnxValue OnnxGraph::linear(nn::LinearImpl&, const std::string&, const OnnxValue&) {
-  FRUGAL_NO_ONNX_BODY;
-  return {};
-}
-#define FRUGAL_NO_ONNX_BINARY(fn)                                                   \
-  OnnxValue OnnxGraph::fn(const OnnxValue&, const OnnxValue&, const std::string&) { \
-    FRUGAL_NO_ONNX_BODY;                                                            \
-    return {};                                                                      \
-  }
-#define FRUGAL_NO_ONNX_UNARY(fn)                                  \
-  OnnxValue OnnxGraph::fn(const OnnxValue&, const std::string&) { \
-    FRUGAL_NO_ONNX_BODY;                                          \
-    return {};                                                    \
-  }
-FRUGAL_NO_ONNX_BINARY(add)
-FRUGAL_NO_ONNX_BINARY(mul)
-FRUGAL_NO_ONNX_UNARY(relu)
-FRUGAL_NO_ONNX_UNARY(sigmoid)
-FRUGAL_NO_ONNX_UNARY(silu)
-FRUGAL_NO_ONNX_UNARY(hardswish)
-FRUGAL_NO_ONNX_UNARY(hardsigmoid)
-FRUGAL_NO_ONNX_UNARY(global_average_pool)
-}  // namespace deploy
-
-#else  // FRUGAL_WITH_ONNX
-
-bool onnx_export_available() { return true; }
 
 namespace deploy {
 
@@ -117,24 +40,11 @@ std::vector<int64_t> to_vector(const torch::ExpandingArray<D>& values) {
   return {values->begin(), values->end()};
 }
 
-void add_tensor(proto::ModelWriter& writer, const std::string& name, const at::Tensor& value) {
-  at::Tensor t = value.detach().to(at::kCPU).contiguous();
-  proto::DataType type = proto::DataType::kFloat;
-  if (t.scalar_type() == at::kLong) {
-    type = proto::DataType::kInt64;
-  } else {
-    FRUGAL_CHECK(t.scalar_type() == at::kFloat, "export_onnx: initializer '", name,
-                 "' must be float32 or int64, got ", t.scalar_type());
-  }
-  // raw_data is little-endian, C order, which is what x86-64 and ARM hold in memory.
-  writer.add_initializer(name, type, to_vector(t.sizes()), t.data_ptr(), t.nbytes());
-}
-
 }  // namespace
 
 struct OnnxGraph::Impl {
   OnnxExportOptions options;
-  proto::ModelWriter* writer = nullptr;
+  CapturedGraph* graph = nullptr;
   std::set<std::string> names;  // every value, initializer and node name in use
 
   std::string unique(const std::string& wanted) {
@@ -157,7 +67,12 @@ const OnnxExportOptions& OnnxGraph::options() const { return impl_->options; }
 
 std::string OnnxGraph::initializer(const std::string& name, const at::Tensor& value) {
   const std::string unique = impl_->unique(name);
-  add_tensor(*impl_->writer, unique, value);
+  at::Tensor t = value.detach().to(at::kCPU).contiguous().clone();
+  FRUGAL_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kLong,
+               "export_onnx: ", "initializer '", name, "' must be float32 or int64, got ",
+               t.scalar_type());
+  impl_->graph->initializers.emplace(unique, std::move(t));
+  impl_->graph->initializer_order.push_back(unique);
   return unique;
 }
 
@@ -167,9 +82,7 @@ OnnxValue OnnxGraph::node(const std::string& op_type, const std::vector<std::str
   const std::string base = path.empty() ? op_type : path + "/" + op_type;
   const std::string name = impl_->unique(base);
   const std::string output = impl_->unique(base + ":0");
-  std::vector<proto::Attribute> converted;
-  for (const auto& a : attributes) converted.push_back({a.name, a.value});
-  impl_->writer->add_node(name, op_type, inputs, {output}, converted);
+  impl_->graph->nodes.push_back({name, op_type, inputs, output, attributes});
   return {output, std::move(example)};
 }
 
@@ -507,7 +420,7 @@ OnnxValue OnnxGraph::walk(nn::Module& m, const std::string& path, const OnnxValu
 namespace {
 
 /// The shape of a graph input or output: dimension 0 symbolic ("batch") when dynamic.
-std::vector<int64_t> io_dims(const at::Tensor& example, bool dynamic_batch) {
+[[maybe_unused]] std::vector<int64_t> io_dims(const at::Tensor& example, bool dynamic_batch) {
   std::vector<int64_t> dims(example.sizes().begin(), example.sizes().end());
   if (dynamic_batch && !dims.empty()) dims[0] = -1;
   return dims;
@@ -533,53 +446,102 @@ class EvalScope {
 
 }  // namespace
 
-std::string export_onnx_to_string(torch::nn::Module& module, const at::Tensor& example_input,
-                                  const OnnxExportOptions& options) {
-  FRUGAL_CHECK(options.opset == 17,
-               "export_onnx: options.opset must be 17 (the operator set "
-               "the exporter writes), got ",
+namespace deploy {
+
+const OnnxAttribute* find_attribute(const GraphNode& node, const std::string& name) {
+  for (const auto& a : node.attributes) {
+    if (a.name == name) return &a;
+  }
+  return nullptr;
+}
+
+CapturedGraph capture_graph(torch::nn::Module& module, const at::Tensor& example_input,
+                            const OnnxExportOptions& options, const char* who) {
+  FRUGAL_CHECK(options.opset == 17, who,
+               ": options.opset must be 17 (the operator set the exporter writes), got ",
                options.opset);
   FRUGAL_CHECK(!options.input_name.empty() && !options.output_name.empty() &&
                    options.input_name != options.output_name,
-               "export_onnx: options.input_name and options.output_name must be non-empty and "
-               "differ, got '",
-               options.input_name, "' and '", options.output_name, "'");
-  FRUGAL_CHECK(example_input.defined(), "export_onnx: example_input is undefined");
-  FRUGAL_CHECK(example_input.scalar_type() == at::kFloat && example_input.dim() >= 1,
-               "export_onnx: example_input must be a float32 tensor with a batch dimension, got ",
+               who, ": options.input_name and options.output_name must be non-empty and differ, ",
+               "got '", options.input_name, "' and '", options.output_name, "'");
+  FRUGAL_CHECK(example_input.defined(), who, ": example_input is undefined");
+  FRUGAL_CHECK(example_input.scalar_type() == at::kFloat && example_input.dim() >= 1, who,
+               ": example_input must be a float32 tensor with a batch dimension, got ",
                example_input.scalar_type(), " of shape ", example_input.sizes());
   for (const auto& p : module.named_parameters(/*recurse=*/true)) {
-    FRUGAL_CHECK(p.value().scalar_type() == at::kFloat, "export_onnx: parameter '", p.key(),
-                 "' is ", p.value().scalar_type(), "; export a float32 model");
+    FRUGAL_CHECK(p.value().scalar_type() == at::kFloat, who, ": parameter '", p.key(), "' is ",
+                 p.value().scalar_type(), "; use a float32 model");
   }
-
-  // IR version 8 goes with opset 17 (onnx/helper.py VERSION_TABLE).
-  deploy::proto::ModelWriter writer(options.opset, /*ir_version=*/8, options.graph_name, "frugal");
-  auto impl = std::make_unique<deploy::OnnxExporter::Impl>();
+  CapturedGraph captured;
+  captured.input = options.input_name;
+  auto impl = std::make_unique<OnnxExporter::Impl>();
   impl->options = options;
-  impl->writer = &writer;
+  impl->graph = &captured;
   impl->names.insert(options.input_name);
   impl->names.insert(options.output_name);
-  deploy::OnnxGraph g = deploy::OnnxExporter::make(std::move(impl));
-
-  deploy::OnnxValue result;
+  OnnxGraph g = OnnxExporter::make(std::move(impl));
+  OnnxValue result;
   {
     EvalScope eval(module);
     torch::NoGradGuard no_grad;
-    deploy::OnnxValue input{options.input_name, example_input};
+    OnnxValue input{options.input_name, example_input};
     result = g.module(module, "", input);
   }
-  FRUGAL_CHECK(result.example.defined() && result.example.scalar_type() == at::kFloat,
-               "export_onnx: the model's output must be a float32 tensor");
+  FRUGAL_CHECK(result.example.defined() && result.example.scalar_type() == at::kFloat, who,
+               ": the model's output must be a float32 tensor");
+  captured.output = result.name;
+  captured.example_output = result.example;
+  return captured;
+}
+
+}  // namespace deploy
+
+#if !defined(FRUGAL_WITH_ONNX)
+
+bool onnx_export_available() { return false; }
+
+std::string export_onnx_to_string(torch::nn::Module&, const at::Tensor&, const OnnxExportOptions&) {
+  FRUGAL_CHECK(false,
+               "export_onnx: this build of frugal has no ONNX export; it needs protobuf "
+               "(libprotobuf-dev, protobuf-compiler) and ONNX's onnx.proto (libonnx-dev) at "
+               "configure time");
+  return {};
+}
+
+#else  // FRUGAL_WITH_ONNX
+
+bool onnx_export_available() { return true; }
+
+std::string export_onnx_to_string(torch::nn::Module& module, const at::Tensor& example_input,
+                                  const OnnxExportOptions& options) {
+  const deploy::CapturedGraph captured = deploy::capture_graph(module, example_input, options);
+  // IR version 8 goes with opset 17 (onnx/helper.py VERSION_TABLE).
+  deploy::proto::ModelWriter writer(options.opset, /*ir_version=*/8, options.graph_name, "frugal");
+  for (const auto& name : captured.initializer_order) {
+    const at::Tensor& t = captured.initializers.at(name);
+    const auto type = t.scalar_type() == at::kLong ? deploy::proto::DataType::kInt64
+                                                   : deploy::proto::DataType::kFloat;
+    // raw_data is little-endian, C order, which is what x86-64 and ARM hold in memory.
+    writer.add_initializer(name, type, {t.sizes().begin(), t.sizes().end()}, t.data_ptr(),
+                           t.nbytes());
+  }
+  for (const auto& n : captured.nodes) {
+    std::vector<deploy::proto::Attribute> attributes;
+    for (const auto& a : n.attributes) attributes.push_back({a.name, a.value});
+    writer.add_node(n.name, n.op_type, n.inputs, {n.output}, attributes);
+  }
   // The graph output gets its own name (the model may even be an identity).
-  writer.add_node("output/Identity", "Identity", {result.name}, {options.output_name}, {});
+  writer.add_node("output/Identity", "Identity", {captured.output}, {options.output_name}, {});
   writer.add_input(options.input_name, io_dims(example_input, options.dynamic_batch), "batch");
-  writer.add_output(options.output_name, io_dims(result.example, options.dynamic_batch), "batch");
+  writer.add_output(options.output_name, io_dims(captured.example_output, options.dynamic_batch),
+                    "batch");
   std::string bytes;
   FRUGAL_CHECK(writer.serialize(&bytes),
                "export_onnx: protobuf could not serialize the model (over 2 GB?)");
   return bytes;
 }
+
+#endif  // FRUGAL_WITH_ONNX
 
 void export_onnx(torch::nn::Module& module, const at::Tensor& example_input,
                  const std::string& path, const OnnxExportOptions& options) {
@@ -587,7 +549,5 @@ void export_onnx(torch::nn::Module& module, const at::Tensor& example_input,
   const std::string bytes = export_onnx_to_string(module, example_input, options);
   detail::write_file_atomically(path, bytes);
 }
-
-#endif  // FRUGAL_WITH_ONNX
 
 }  // namespace frugal
