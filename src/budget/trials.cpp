@@ -13,6 +13,7 @@
 #include "frugal/callbacks/memory_monitor.h"
 #include "frugal/data/batch_source.h"
 #include "frugal/deploy/quantize.h"
+#include "frugal/deploy/quantized_model.h"
 #include "frugal/error.h"
 #include "frugal/loggers/logger.h"
 #include "frugal/loggers/report.h"
@@ -190,6 +191,15 @@ void measure_deployment(Task& task, const at::Tensor& val_x, c10::Device device,
       r.model_bytes_int8 = state_bytes(*int8);
     } catch (const Error&) {
       r.model_bytes_int8 = -1;  // no quantization engine in this build
+    }
+  } else if (val_x.defined() && val_x.size(0) > 0) {
+    // Any other model the exporter walks (the zoo): its graph with int8 Linear layers.
+    try {
+      r.model_bytes_int8 =
+          quantize_dynamic_graph(module, val_x.narrow(0, 0, 1).to(at::kCPU).to(at::kFloat))
+              ->weight_bytes();
+    } catch (const Error&) {
+      r.model_bytes_int8 = -1;  // not exportable, or no quantization engine
     }
   }
   auto* classifier = dynamic_cast<Classifier*>(&task);

@@ -6,7 +6,9 @@
 #include <fmt/format.h>
 #include <frugal/budget/trials.h>
 #include <frugal/deploy/quantize.h>
+#include <frugal/deploy/quantized_model.h>
 #include <frugal/loggers/report.h>
+#include <frugal/models/zoo.h>
 #include <gtest/gtest.h>
 #include <malloc.h>
 #include <torch/torch.h>
@@ -274,6 +276,23 @@ TEST(Trials, RankingFollowsTheWeights) {
     EXPECT_DOUBLE_EQ(r.score, (1 * m + 2 * s + 3 * a) / 6.0);
   }
   EXPECT_GE(mixed.results[0].score, mixed.results[1].score);
+}
+
+// A model that is not a Sequential (the zoo) gets its int8 size from its graph: every Linear
+// int8 (quantize_dynamic_graph), the rest as it was, BatchNorm folded.
+TEST(Trials, ZooModelsGetAnInt8SizeFromTheirGraph) {
+  torch::manual_seed(0);
+  at::Tensor x = torch::rand({64, 3, 32, 32}), y = torch::randint(0, 4, {64});
+  Trials trials(quiet());
+  trials.add_classifier("mnv3s", [] { return frugal::models::mobilenet_v3_small(4); });
+  trials.add_grid(frugal::TrialGrid().micro_batches({32}));
+  const auto result = trials.run(x, y, x.slice(0, 0, 32), y.slice(0, 0, 32));
+  ASSERT_EQ(result.results.size(), 1u);
+  const auto& r = result.results[0];
+  auto fresh = frugal::models::mobilenet_v3_small(4);
+  const int64_t expected = frugal::quantize_dynamic_graph(*fresh, x.slice(0, 0, 1))->weight_bytes();
+  EXPECT_EQ(r.model_bytes_int8, expected) << result.table();
+  EXPECT_LT(r.model_bytes_int8, r.model_bytes) << result.table();
 }
 
 // Deployment columns: each model's fp32 and int8 size (what quantize_dynamic stores), its

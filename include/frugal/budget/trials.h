@@ -77,7 +77,8 @@ struct TrialsOptions {
   /// After each trial, measure the trained model for deployment: eval-mode forward latency at
   /// batch 1 and 64 on the trial's device (Classifier tasks; median of `latency_repeats` after a
   /// warm-up), and its size in fp32 and after dynamic int8 quantization of its Linear layers
-  /// (frugal::quantize_dynamic; Sequential models).
+  /// (frugal::quantize_dynamic for a Sequential, quantize_dynamic_graph for any other model the
+  /// ONNX exporter walks, e.g. the zoo).
   TORCH_ARG(bool, measure_deployment) = true;
   TORCH_ARG(int64_t, latency_repeats) = 5;
   /// Hard limit on a trial's peak memory growth in bytes (CPU: peak RSS growth; CUDA: peak
@@ -157,8 +158,9 @@ struct TrialResult {
   double latency_b1_ms = kNaN;
   double latency_b64_ms = kNaN;
   /// Bytes of the model's parameters and buffers, as trained (fp32), and after dynamic int8
-  /// quantization of its Linear layers (what frugal::quantize_dynamic stores); -1: not measured
-  /// (int8: the model is not a Sequential, or no quantization engine).
+  /// quantization of its Linear layers (what frugal::quantize_dynamic stores, or
+  /// QuantizedModel::weight_bytes for a non-Sequential model); -1: not measured (int8: no
+  /// quantization engine, or a model neither a Sequential nor exportable).
   int64_t model_bytes = -1;
   int64_t model_bytes_int8 = -1;
 };
