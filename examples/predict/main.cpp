@@ -5,6 +5,11 @@
 //       --weights frugal_logs/checkpoints/last.ckpt --out predictions.csv --top-k 3
 //   build/examples/predict/predict --torchscript model.pt --out predictions.csv
 //   build/examples/predict/predict --model cnn --weights last.ckpt --images photos/ --out p.csv
+//   build/examples/predict/predict --model cnn --weights last.ckpt --write-int8 cnn.int8
+//   build/examples/predict/predict --int8 cnn.int8 --out predictions.csv
+//
+// --write-int8 FILE quantizes the model to static int8 (frugal::quantize_static, calibrated on
+// 640 training images), saves it and predicts with it; --int8 FILE predicts with such a file.
 //
 // One row per image: index (or, with --images, the file's path relative to DIR), label (and its
 // name), then top-k classes, names and probabilities. --images DIR predicts image files instead
@@ -23,6 +28,7 @@
 #include "frugal/data/datasets/mnist.h"
 #include "frugal/data/image_folder.h"
 #include "frugal/deploy/predictor.h"
+#include "frugal/deploy/quantized_model.h"
 #include "frugal/error.h"
 #include "frugal/loggers/logger.h"
 #include "frugal/models/small.h"
@@ -61,7 +67,8 @@ std::vector<std::string> image_files(const std::string& dir) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Fashion-MNIST test-set predictions of a trained model, as CSV"};
-  std::string model = "cnn", weights, torchscript, out = "predictions.csv", precision = "32";
+  std::string model = "cnn", weights, torchscript, int8, write_int8, out = "predictions.csv";
+  std::string precision = "32";
   std::string data_dir = frugal::datasets::FashionMnist::kDefaultDir, images;
   int64_t top_k = 3, batch_size = 256, limit = 0, image_size = 28;
   int num_threads = 0;
@@ -69,6 +76,10 @@ int main(int argc, char** argv) {
   app.add_option("--model", model, "cnn, cnn-bn or mlp (with --weights)")->capture_default_str();
   app.add_option("--weights", weights, "frugal checkpoint or torch::save archive of the model");
   app.add_option("--torchscript", torchscript, "a TorchScript file instead of --model/--weights");
+  app.add_option("--int8", int8, "an int8 model (written by --write-int8 or QuantizedModel::save)");
+  app.add_option("--write-int8", write_int8,
+                 "with --weights: quantize the model to static int8 (calibrated on 640 training "
+                 "images), write it to this file and predict with it");
   app.add_option("--data-dir", data_dir, "folder with the IDX files")->capture_default_str();
   app.add_option("--images", images, "predict the image files under this folder instead");
   app.add_option("--image-size", image_size, "with --images: the side the model sees")
@@ -82,17 +93,35 @@ int main(int argc, char** argv) {
   app.add_option("--num-threads", num_threads, "LibTorch intra-op threads (0: all cores)");
   CLI11_PARSE(app, argc, argv);
   try {
-    FRUGAL_CHECK(weights.empty() != torchscript.empty(),
-                 "give exactly one of --weights and --torchscript");
+    FRUGAL_CHECK((!weights.empty()) + (!torchscript.empty()) + (!int8.empty()) == 1,
+                 "give exactly one of --weights, --torchscript and --int8");
+    FRUGAL_CHECK(write_int8.empty() || !weights.empty(), "--write-int8 needs --weights");
+    FRUGAL_CHECK((int8.empty() && write_int8.empty()) || (precision == "32" && !channels_last),
+                 "an int8 model runs with --precision 32 and without --channels-last");
     FRUGAL_CHECK(limit >= 0, "--limit must be >= 0, got ", limit);
     if (num_threads > 0) at::set_num_threads(num_threads);
     auto options = frugal::PredictorOptions()
                        .batch_size(batch_size)
                        .precision(frugal::parse_precision(precision))
                        .channels_last(channels_last);
-    frugal::Predictor predictor = torchscript.empty()
-                                      ? frugal::Predictor::load(make_model(model), weights, options)
-                                      : frugal::Predictor::load_torchscript(torchscript, options);
+    auto make_predictor = [&]() -> frugal::Predictor {
+      if (!torchscript.empty()) return frugal::Predictor::load_torchscript(torchscript, options);
+      if (!int8.empty()) return frugal::Predictor(frugal::load_quantized_model(int8), options);
+      torch::nn::Sequential net = make_model(model);
+      frugal::Predictor loaded = frugal::Predictor::load(net, weights, options);
+      if (write_int8.empty()) return loaded;
+      // Static int8, calibrated on the first 10 batches of 64 training images.
+      const auto data = frugal::datasets::FashionMnist::load(data_dir);
+      std::vector<at::Tensor> calibration;
+      for (int64_t i = 0; i < 10; ++i)
+        calibration.push_back(data.train().images.slice(0, 64 * i, 64 * (i + 1)));
+      frugal::QuantizedModel q = frugal::quantize_static(*net, calibration);
+      q->save(write_int8);
+      fmt::print("int8 model ({} engine, {} int8 / {} float operators) written to {}\n",
+                 q->engine(), q->int8_ops(), q->float_ops(), write_int8);
+      return frugal::Predictor(q, options);
+    };
+    frugal::Predictor predictor = make_predictor();
     frugal::Predictions p;
     std::vector<std::string> row_names;  // --images: the files, relative to the folder
     if (!images.empty()) {

@@ -91,6 +91,59 @@ TEST(PredictExample, CsvMatchesThePredictor) {
   EXPECT_EQ(rows[1][2].empty(), false);
 }
 
+// --write-int8 quantizes the weights to static int8 and predicts with them; --int8 reads the file
+// back and predicts the same; both agree with the fp32 model on nearly every image.
+TEST(PredictExample, Int8FileIsWrittenAndPredictsAsTheFloatModel) {
+  if (!fs::exists(std::string(frugal::datasets::FashionMnist::kDefaultDir))) {
+    GTEST_SKIP() << "Fashion-MNIST is not installed (dataset-fashion-mnist)";
+  }
+  const std::string dir = frugal::testing::temp_dir("predict_example_int8");
+  torch::manual_seed(4);
+  torch::nn::Sequential net = frugal::models::SmallCnnBn();
+  {
+    // A few steps of training, so that the predictions mean something.
+    const auto data = frugal::datasets::FashionMnist::load();
+    torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(1e-3));
+    for (int64_t i = 0; i < 1280; i += 64) {
+      opt.zero_grad();
+      torch::nn::functional::cross_entropy(net->forward(data.train().images.slice(0, i, i + 64)),
+                                           data.train().labels.slice(0, i, i + 64))
+          .backward();
+      opt.step();
+    }
+  }
+  torch::save(net, dir + "/cnn.pt");
+  std::string log;
+  const std::string common = " --limit 500 --top-k 1";
+  ASSERT_EQ(
+      run("--model cnn-bn --weights " + dir + "/cnn.pt --out " + dir + "/fp32.csv" + common, &log),
+      0)
+      << log;
+  ASSERT_EQ(run("--model cnn-bn --weights " + dir + "/cnn.pt --write-int8 " + dir +
+                    "/cnn.int8 --out " + dir + "/int8.csv" + common,
+                &log),
+            0)
+      << log;
+  EXPECT_NE(log.find("int8 model"), std::string::npos) << log;
+  ASSERT_TRUE(fs::exists(dir + "/cnn.int8"));
+  EXPECT_LT(fs::file_size(dir + "/cnn.int8"), fs::file_size(dir + "/cnn.pt") / 3);
+  ASSERT_EQ(run("--int8 " + dir + "/cnn.int8 --out " + dir + "/again.csv" + common, &log), 0)
+      << log;
+  const auto fp32 = read_csv(dir + "/fp32.csv");
+  const auto int8 = read_csv(dir + "/int8.csv");
+  const auto again = read_csv(dir + "/again.csv");
+  ASSERT_EQ(fp32.size(), 501u);
+  ASSERT_EQ(int8.size(), 501u);
+  EXPECT_EQ(int8, again);  // the file computes what the model it was written from computed
+  int same = 0;
+  for (size_t i = 1; i < fp32.size(); ++i) same += fp32[i][3] == int8[i][3];
+  std::cout << "int8 top-1 equals fp32 top-1 on " << same << " of 500 images\n";
+  EXPECT_GE(same, 480);
+  EXPECT_EQ(run("--int8 " + dir + "/cnn.int8 --precision bf16-mixed --out " + dir + "/x.csv", &log),
+            1);
+  EXPECT_NE(log.find("--precision 32"), std::string::npos) << log;
+}
+
 TEST(PredictExample, ImageFilesGiveTheIdxImagesPredictions) {
   // Fashion-MNIST's test images written as PNG (lossless) by scripts/make-image-set: predicted
   // from the files, each equals the prediction for the same IDX image; a folder of class
@@ -158,7 +211,8 @@ TEST(PredictExample, BadArgumentsFailWithoutAFile) {
   const std::string dir = frugal::testing::temp_dir("predict_example_bad");
   std::string log;
   EXPECT_EQ(run("--model cnn --out " + dir + "/p.csv", &log), 1);
-  EXPECT_NE(log.find("exactly one of --weights and --torchscript"), std::string::npos) << log;
+  EXPECT_NE(log.find("exactly one of --weights, --torchscript and --int8"), std::string::npos)
+      << log;
   EXPECT_EQ(run("--model cnn --weights " + dir + "/missing.pt --out " + dir + "/p.csv", &log), 1);
   EXPECT_NE(log.find("missing.pt"), std::string::npos) << log;
   EXPECT_FALSE(fs::exists(dir + "/p.csv"));
