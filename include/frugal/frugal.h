@@ -46,6 +46,7 @@
 #include <frugal/loggers/logger.h>
 #include <frugal/loggers/report.h>
 #include <frugal/loggers/tensorboard.h>
+#include <frugal/models/channel_pruning.h>
 #include <frugal/models/finetune.h>
 #include <frugal/models/small.h>
 #include <frugal/models/zoo.h>
