@@ -12,6 +12,7 @@
 #include <set>
 
 #include "frugal/error.h"
+#include "frugal/io/sparse_weights.h"
 #include "frugal/loggers/logger.h"
 
 namespace frugal {
@@ -50,6 +51,10 @@ std::string shape_str(at::IntArrayRef s) { return fmt::format("[{}]", fmt::join(
 
 }  // namespace
 
+namespace {
+constexpr const char* kSparseKey = "__frugal_sparse__";
+}  // namespace
+
 TensorMap read_safetensors(const std::string& path, std::map<std::string, std::string>* metadata) {
   std::ifstream in(path, std::ios::binary);
   FRUGAL_CHECK(in.good(), "read_safetensors: cannot open '", path, "'");
@@ -85,6 +90,7 @@ TensorMap read_safetensors(const std::string& path, std::map<std::string, std::s
     uint64_t begin, end;
   };
   std::vector<Entry> entries;
+  std::string sparse_json;  // tensors stored as mask + values (frugal/io/sparse_weights.h)
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key() == "__metadata__") {
       FRUGAL_CHECK(it->is_object(), "read_safetensors: '", path,
@@ -93,6 +99,7 @@ TensorMap read_safetensors(const std::string& path, std::map<std::string, std::s
         FRUGAL_CHECK(m->is_string(), "read_safetensors: '", path, "': __metadata__ value of '",
                      m.key(), "' is not a string");
         if (metadata) (*metadata)[m.key()] = m->get<std::string>();
+        if (m.key() == kSparseKey) sparse_json = m->get<std::string>();
       }
       continue;
     }
@@ -164,6 +171,7 @@ TensorMap read_safetensors(const std::string& path, std::map<std::string, std::s
     }
     out.emplace(e.name, std::move(t));
   }
+  if (!sparse_json.empty()) detail::densify_sparse_tensors(out, sparse_json, path);
   return out;
 }
 
@@ -305,5 +313,123 @@ LoadStateDictResult load_state_dict(torch::nn::Module& module, const TensorMap& 
   for (auto& [target, src] : plan) target.copy_(src);
   return r;
 }
+
+// ---- sparse storage (frugal/io/sparse_weights.h) ----
+
+void write_sparse_safetensors(const TensorMap& tensors, const std::string& path,
+                              double min_sparsity,
+                              const std::map<std::string, std::string>& metadata) {
+  FRUGAL_CHECK(min_sparsity >= 0.0 && min_sparsity <= 1.0,
+               "write_sparse_safetensors: min_sparsity must be in [0, 1], got ", min_sparsity);
+  FRUGAL_CHECK(metadata.count(kSparseKey) == 0, "write_sparse_safetensors: metadata key '",
+               kSparseKey, "' is frugal's own");
+  auto ends_with = [](const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  TensorMap out;
+  nlohmann::json listed = nlohmann::json::object();
+  for (const auto& [name, value] : tensors) {
+    FRUGAL_CHECK(!ends_with(name, ".__mask") && !ends_with(name, ".__values"),
+                 "write_sparse_safetensors: tensor name '", name,
+                 "' ends in .__mask or .__values, which the sparse layout uses");
+    at::Tensor t = value.detach().to(at::kCPU).contiguous();
+    const int64_t n = t.numel();
+    if (!at::isFloatingType(t.scalar_type()) || n == 0) {
+      out[name] = t;
+      continue;
+    }
+    at::Tensor flat = t.reshape({-1});
+    at::Tensor nonzero = flat.ne(0);
+    const int64_t nnz = nonzero.sum().item<int64_t>();
+    const double zeros = static_cast<double>(n - nnz) / static_cast<double>(n);
+    const int64_t sparse_bytes = (n + 7) / 8 + nnz * static_cast<int64_t>(t.element_size());
+    if (zeros < min_sparsity || sparse_bytes >= static_cast<int64_t>(t.nbytes())) {
+      out[name] = t;
+      continue;
+    }
+    // Bit i of the flattened tensor -> byte i / 8, bit i % 8 (numpy.packbits bitorder="little").
+    at::Tensor bits = at::zeros({((n + 7) / 8) * 8}, at::kByte);
+    bits.narrow(0, 0, n).copy_(nonzero);
+    at::Tensor weights = at::pow(2, at::arange(8, at::kInt)).to(at::kByte);
+    at::Tensor mask = (bits.reshape({-1, 8}) * weights).sum(1).to(at::kByte);
+    out[name + ".__mask"] = mask;
+    out[name + ".__values"] = flat.masked_select(nonzero);
+    listed[name] = {{"shape", t.sizes().vec()}, {"dtype", dtype_by_type(t.scalar_type()).name}};
+  }
+  std::map<std::string, std::string> meta = metadata;
+  meta[kSparseKey] = nlohmann::json{{"version", 1}, {"tensors", listed}}.dump();
+  write_safetensors(out, path, meta);
+}
+
+void save_sparse_safetensors(const torch::nn::Module& module, const std::string& path,
+                             double min_sparsity,
+                             const std::map<std::string, std::string>& metadata) {
+  write_sparse_safetensors(module_state(module), path, min_sparsity, metadata);
+}
+
+namespace detail {
+
+void densify_sparse_tensors(TensorMap& tensors, const std::string& sparse_json,
+                            const std::string& path) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(sparse_json);
+  } catch (const std::exception& e) {
+    FRUGAL_CHECK(false, "read_safetensors: '", path, "': metadata ", kSparseKey,
+                 " is not valid JSON (", e.what(), ")");
+  }
+  FRUGAL_CHECK(j.is_object() && j.value("version", 0) == 1 && j.contains("tensors") &&
+                   j["tensors"].is_object(),
+               "read_safetensors: '", path, "': metadata ", kSparseKey,
+               " must be {\"version\": 1, \"tensors\": {...}}, got ", sparse_json.substr(0, 200));
+  for (auto it = j["tensors"].begin(); it != j["tensors"].end(); ++it) {
+    const std::string& name = it.key();
+    const auto& info = *it;
+    const std::string where = fmt::format("read_safetensors: '{}': sparse tensor '{}'", path, name);
+    FRUGAL_CHECK(info.is_object() && info.contains("shape") && info["shape"].is_array() &&
+                     info.contains("dtype") && info["dtype"].is_string(),
+                 where, " needs a shape and a dtype");
+    std::vector<int64_t> shape;
+    int64_t n = 1;
+    for (const auto& d : info["shape"]) {
+      FRUGAL_CHECK(d.is_number_unsigned() && d.get<uint64_t>() < (uint64_t{1} << 40), where,
+                   " has a bad shape ", info["shape"].dump());
+      shape.push_back(d.get<int64_t>());
+      n *= shape.back();
+      FRUGAL_CHECK(n < (int64_t{1} << 40), where, " has a shape too large");
+    }
+    const DtypeInfo* dtype = dtype_by_name(info["dtype"].get<std::string>());
+    FRUGAL_CHECK(dtype != nullptr, where, " has unknown dtype ", info["dtype"].dump());
+    auto mask_it = tensors.find(name + ".__mask");
+    auto values_it = tensors.find(name + ".__values");
+    FRUGAL_CHECK(mask_it != tensors.end() && values_it != tensors.end(), where, " lacks ",
+                 mask_it == tensors.end() ? name + ".__mask" : name + ".__values");
+    FRUGAL_CHECK(tensors.count(name) == 0, where, " is also stored dense");
+    const at::Tensor& mask = mask_it->second;
+    const at::Tensor& values = values_it->second;
+    FRUGAL_CHECK(mask.scalar_type() == at::kByte && mask.dim() == 1 && mask.numel() == (n + 7) / 8,
+                 where, ": the mask must be ", (n + 7) / 8, " U8 bytes for shape ",
+                 shape_str(shape), ", got ", mask.scalar_type(), " ", shape_str(mask.sizes()));
+    at::Tensor bits = mask.unsqueeze(1)
+                          .bitwise_right_shift(at::arange(8, at::kByte))
+                          .bitwise_and(1)
+                          .reshape({-1})
+                          .to(at::kBool);
+    FRUGAL_CHECK(!bits.narrow(0, n, bits.numel() - n).any().item<bool>(), where,
+                 ": the mask has bits set past the tensor's ", n, " elements");
+    at::Tensor keep = bits.narrow(0, 0, n);
+    const int64_t nnz = keep.sum().item<int64_t>();
+    FRUGAL_CHECK(values.scalar_type() == dtype->type && values.dim() == 1 && values.numel() == nnz,
+                 where, ": the mask marks ", nnz, " non-zeros, so the values must be ", nnz, " ",
+                 dtype->name, ", got ", values.scalar_type(), " ", shape_str(values.sizes()));
+    at::Tensor dense = at::zeros({n}, at::TensorOptions().dtype(dtype->type));
+    dense.masked_scatter_(keep, values);
+    tensors.erase(mask_it);
+    tensors.erase(values_it);
+    tensors.emplace(name, dense.reshape(shape));
+  }
+}
+
+}  // namespace detail
 
 }  // namespace frugal
