@@ -6,22 +6,24 @@
 #include <algorithm>
 #include <cctype>
 
+#include "deploy/qengine.h"
 #include "frugal/error.h"
 
 namespace frugal {
 
-namespace {
+namespace detail {
 
+namespace {
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return s;
 }
+}  // namespace
 
 std::string engine_name(at::QEngine engine) { return lower(c10::toString(engine)); }
 
-/// The engine to use: the named one (checked), else the first supported of the preferred list.
-at::QEngine pick_engine(const std::string& wanted) {
+at::QEngine pick_engine(const std::string& wanted, const char* who) {
   const auto& supported = at::globalContext().supportedQEngines();
   std::string names;
   for (auto e : supported) {
@@ -32,7 +34,7 @@ at::QEngine pick_engine(const std::string& wanted) {
     for (auto e : supported) {
       if (e != at::QEngine::NoQEngine && engine_name(e) == lower(wanted)) return e;
     }
-    FRUGAL_CHECK(false, "quantize_dynamic: options.engine '", wanted,
+    FRUGAL_CHECK(false, who, ": engine '", wanted,
                  "' is not supported by this LibTorch build; it has: ", names);
   }
   for (const char* preferred : {"x86", "fbgemm", "onednn", "qnnpack"}) {
@@ -40,25 +42,29 @@ at::QEngine pick_engine(const std::string& wanted) {
       if (engine_name(e) == preferred) return e;
     }
   }
-  FRUGAL_CHECK(false, "quantize_dynamic: this LibTorch build has no quantization engine");
+  FRUGAL_CHECK(false, who, ": this LibTorch build has no quantization engine");
   return at::QEngine::NoQEngine;
 }
 
-/// Sets the global engine for the scope (prepacking dispatches on it) and restores it.
-class EngineScope {
- public:
-  explicit EngineScope(at::QEngine engine) : previous_(at::globalContext().qEngine()) {
-    at::globalContext().setQEngine(engine);
+c10::OperatorHandle quantized_op(const char* name, std::initializer_list<const char*> overloads) {
+  for (const char* overload : overloads) {
+    if (auto handle = c10::Dispatcher::singleton().findSchema({name, overload})) return *handle;
   }
-  ~EngineScope() { at::globalContext().setQEngine(previous_); }
-
- private:
-  at::QEngine previous_;
-};
-
-c10::OperatorHandle op(const char* name) {
+  FRUGAL_CHECK(false, "this LibTorch build has no operator ", name);
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
 }
+
+}  // namespace detail
+
+namespace {
+using detail::engine_name;
+using detail::EngineScope;
+
+at::QEngine pick_engine(const std::string& wanted) {
+  return detail::pick_engine(wanted, "quantize_dynamic");
+}
+
+c10::OperatorHandle op(const char* name) { return detail::quantized_op(name, {""}); }
 
 }  // namespace
 

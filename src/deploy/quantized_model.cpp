@@ -20,7 +20,6 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -28,6 +27,7 @@
 #include <utility>
 
 #include "deploy/graph_capture.h"
+#include "deploy/qengine.h"
 #include "frugal/error.h"
 #include "frugal/io/weights.h"
 
@@ -43,58 +43,10 @@ using json = nlohmann::json;
 constexpr const char* kMetadataKey = "frugal_int8";
 constexpr int kFormatVersion = 1;
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-std::string engine_name(at::QEngine engine) { return lower(c10::toString(engine)); }
-
-at::QEngine pick_engine(const std::string& wanted, const char* who) {
-  const auto& supported = at::globalContext().supportedQEngines();
-  std::string names;
-  for (auto e : supported) {
-    if (e == at::QEngine::NoQEngine) continue;
-    names += (names.empty() ? "" : ", ") + engine_name(e);
-  }
-  if (!wanted.empty()) {
-    for (auto e : supported) {
-      if (e != at::QEngine::NoQEngine && engine_name(e) == lower(wanted)) return e;
-    }
-    FRUGAL_CHECK(false, who, ": engine '", wanted,
-                 "' is not supported by this LibTorch build; it has: ", names);
-  }
-  for (const char* preferred : {"x86", "fbgemm", "onednn", "qnnpack"}) {
-    for (auto e : supported) {
-      if (engine_name(e) == preferred) return e;
-    }
-  }
-  FRUGAL_CHECK(false, who, ": this LibTorch build has no quantization engine");
-  return at::QEngine::NoQEngine;
-}
-
-class EngineScope {
- public:
-  explicit EngineScope(at::QEngine engine) : previous_(at::globalContext().qEngine()) {
-    if (engine != previous_) at::globalContext().setQEngine(engine);
-  }
-  ~EngineScope() {
-    if (at::globalContext().qEngine() != previous_) at::globalContext().setQEngine(previous_);
-  }
-
- private:
-  at::QEngine previous_;
-};
-
-/// A quantized operator by name, trying the overload names LibTorch versions register it under.
-c10::OperatorHandle quantized_op(const char* name, std::initializer_list<const char*> overloads) {
-  for (const char* overload : overloads) {
-    if (auto handle = c10::Dispatcher::singleton().findSchema({name, overload})) return *handle;
-  }
-  FRUGAL_CHECK(false, "quantized model: this LibTorch build has no operator ", name);
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
-}
+using detail::engine_name;
+using detail::EngineScope;
+using detail::pick_engine;
+using detail::quantized_op;
 
 c10::IValue call(const c10::OperatorHandle& op, torch::jit::Stack stack) {
   op.callBoxed(&stack);
