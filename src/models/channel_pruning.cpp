@@ -266,6 +266,9 @@ ChannelPruningReport prune_channels(nn::Module& model, const ChannelPruningOptio
   ChannelPruningReport report;
   report.parameters_before = count_parameters(model);
   torch::NoGradGuard no_grad;
+  // Every group's channels are chosen on the weights as they are, before any layer is cut (as
+  // ln_structured on each producer would), then the cuts are made.
+  std::vector<at::Tensor> kept;
   for (const auto& g : groups) {
     ChannelGroup out;
     out.producer = g.producer.path;
@@ -288,10 +291,14 @@ ChannelPruningReport prune_channels(nn::Module& model, const ChannelPruningOptio
     report.channels_before += g.channels;
     report.channels_after += keep;
     report.groups.push_back(std::move(out));
-    if (keep == g.channels) continue;
-    cut_outputs(g.producer.module, idx);
-    for (const auto& a : g.along) cut_outputs(a.module, idx);
-    cut_inputs(g.consumer.module, idx, g.columns_per_channel);
+    kept.push_back(idx);
+  }
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const Group& g = groups[i];
+    if (kept[i].numel() == g.channels) continue;
+    cut_outputs(g.producer.module, kept[i]);
+    for (const auto& a : g.along) cut_outputs(a.module, kept[i]);
+    cut_inputs(g.consumer.module, kept[i], g.columns_per_channel);
   }
   report.parameters_after = count_parameters(model);
   return report;

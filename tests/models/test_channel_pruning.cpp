@@ -174,17 +174,14 @@ TEST(ChannelPruning, ShapesAndCountsAreTheExpectedOnes) {
   EXPECT_EQ(submodule(b, "1.0").as<nn::Conv2d>()->options.groups(), 72);
 }
 
-TEST(ChannelPruning, ChannelsAreTheOnesTorchLnStructuredKeeps) {
-  if (!frugal::testing::python_can("import torch.nn.utils.prune, numpy")) {
-    GTEST_SKIP() << "needs /usr/bin/python3 with torch and numpy (python3-torch)";
-  }
-  torch::manual_seed(2);
-  auto model = frugal::models::mobilenet_v3_small(10);
-  // The producers' weights as they are before pruning.
-  std::map<std::string, at::Tensor> before;
-  for (const auto& p : model->named_parameters()) before[p.key()] = p.value().detach().clone();
-  const auto report = frugal::prune_channels(*model, frugal::ChannelPruningOptions().amount(0.3));
-  const std::string dir = frugal::testing::temp_dir("channel_pruning_oracle");
+namespace {
+
+/// The kept channels torch.nn.utils.prune.ln_structured(n=1, dim=0, amount) gives for each
+/// producer weight of `report` (taken from `before`), one list per group.
+std::vector<std::vector<int64_t>> torch_kept(const std::map<std::string, at::Tensor>& before,
+                                             const frugal::ChannelPruningReport& report,
+                                             double amount, const std::string& name) {
+  const std::string dir = frugal::testing::temp_dir(name);
   std::ofstream list(dir + "/list.txt");
   int index = 0;
   for (const auto& g : report.groups) {
@@ -204,24 +201,59 @@ for line in open(sys.argv[1] + "/list.txt"):
     lin = torch.nn.Linear(int(cols), int(rows), bias=False)
     with torch.no_grad():
         lin.weight.copy_(w)
-    prune.ln_structured(lin, "weight", amount=0.3, n=1, dim=0)
+    prune.ln_structured(lin, "weight", amount=float(sys.argv[2]), n=1, dim=0)
     kept = lin.weight_mask[:, 0].nonzero().flatten().tolist()
     out.write(" ".join(map(str, kept)) + "\n")
 )";
-  ASSERT_EQ(std::system(("/usr/bin/python3 " + dir + "/oracle.py " + dir).c_str()), 0);
+  const std::string cmd =
+      "/usr/bin/python3 " + dir + "/oracle.py " + dir + " " + std::to_string(amount);
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::vector<std::vector<int64_t>> kept;
   std::ifstream kept_file(dir + "/kept.txt");
-  std::string line;
-  size_t g = 0;
-  while (std::getline(kept_file, line)) {
-    ASSERT_LT(g, report.groups.size());
+  for (std::string line; std::getline(kept_file, line);) {
     std::istringstream in(line);
-    std::vector<int64_t> kept;
-    for (int64_t k; in >> k;) kept.push_back(k);
-    EXPECT_EQ(kept, report.groups[g].kept) << report.groups[g].producer;
-    ++g;
+    kept.emplace_back();
+    for (int64_t k; in >> k;) kept.back().push_back(k);
   }
-  EXPECT_EQ(g, report.groups.size());
-  std::cout << g << " groups compared with torch.nn.utils.prune.ln_structured\n";
+  return kept;
+}
+
+}  // namespace
+
+TEST(ChannelPruning, ChannelsAreTheOnesTorchLnStructuredKeeps) {
+  if (!frugal::testing::python_can("import torch.nn.utils.prune, numpy")) {
+    GTEST_SKIP() << "needs /usr/bin/python3 with torch and numpy (python3-torch)";
+  }
+  // MobileNetV3-Small (11 groups, through squeeze-excitation blocks and the head) at 0.3, and
+  // SmallCnn's 32 + 64 + 128 channels at amounts whose count falls half-way: 32 x 0.265625 = 8.5
+  // rounds to 8 and 32 x 0.296875 = 9.5 to 10 (Python's round, half to even).
+  struct Run {
+    std::shared_ptr<nn::Module> model;
+    double amount;
+  };
+  torch::manual_seed(2);
+  std::vector<Run> runs = {{frugal::models::mobilenet_v3_small(10).ptr(), 0.3},
+                           {frugal::models::SmallCnn().ptr(), 0.265625},
+                           {frugal::models::SmallCnn().ptr(), 0.296875}};
+  int run_index = 0;
+  for (auto& run : runs) {
+    SCOPED_TRACE(run.amount);
+    std::map<std::string, at::Tensor> before;
+    for (const auto& p : run.model->named_parameters())
+      before[p.key()] = p.value().detach().clone();
+    const auto report =
+        frugal::prune_channels(*run.model, frugal::ChannelPruningOptions().amount(run.amount));
+    const auto expected = torch_kept(before, report, run.amount,
+                                     "channel_pruning_oracle_" + std::to_string(run_index++));
+    ASSERT_EQ(expected.size(), report.groups.size());
+    for (size_t g = 0; g < expected.size(); ++g) {
+      EXPECT_EQ(report.groups[g].kept, expected[g]) << report.groups[g].producer;
+    }
+    std::cout << report.groups.size() << " groups at amount " << run.amount
+              << " compared with torch.nn.utils.prune.ln_structured\n";
+  }
+  EXPECT_EQ(runs[1].model->named_parameters()["0.weight"].size(0), 32 - 8);
+  EXPECT_EQ(runs[2].model->named_parameters()["0.weight"].size(0), 32 - 10);
 }
 
 TEST(ChannelPruning, PrunedModelTrainsReloadsAndExports) {
