@@ -9,7 +9,8 @@
 //   static int8     quantize_static calibrated on --calibration-batches of 64 training images
 //   fp32 + the same fine-tuning: the trained model trained on --finetune-samples more images,
 //                   the accuracy the pruned rows compare with (not timed, no file)
-//   pruned 50 / 90  global L1 unstructured masks (l1_unstructured_prune_masks, what ModelPruning
+//   pruned 50 / 90  global L1 unstructured masks (--per-layer: also per weight tensor)
+//   (l1_unstructured_prune_masks, what ModelPruning
 //                   computes), then --finetune-samples of training with the masks kept;
 //                   file: save_sparse_safetensors (bit mask + non-zeros for tensors >= 50 % zero)
 //   channel-pruned  prune_channels (50 % of every prunable channel group), then the same
@@ -144,6 +145,7 @@ int main(int argc, char** argv) {
   std::string data_dir = frugal::datasets::FashionMnist::kDefaultDir;
   std::string out_dir = "/tmp/frugal_deploy_table";
   std::vector<std::string> models = {"mlp", "cnn", "resnet18", "mobilenet_v2"};
+  bool per_layer = false;
   app.add_option("--threads", threads, "intra-op threads (at::set_num_threads)");
   app.add_option("--repeats", repeats, "timed repeats (median reported)");
   app.add_option("--epochs", epochs, "training epochs over --train-samples");
@@ -153,6 +155,8 @@ int main(int argc, char** argv) {
   app.add_option("--data", data_dir, "Fashion-MNIST folder");
   app.add_option("--out", out_dir, "folder for the files whose sizes are reported");
   app.add_option("--models", models, "mlp, cnn, resnet18, mobilenet_v2, ... (zoo names)");
+  app.add_flag("--per-layer", per_layer,
+               "also prune 50 / 90 % of each weight tensor (not globally) and fine-tune");
   CLI11_PARSE(app, argc, argv);
   at::set_num_threads(threads);
   fs::create_directories(out_dir);
@@ -209,7 +213,9 @@ int main(int argc, char** argv) {
       rows.back().forward = nullptr;
     }
 
-    for (double amount : {0.5, 0.9}) {
+    for (const auto& [amount, global] : std::vector<std::pair<double, bool>>{
+             {0.5, true}, {0.9, true}, {0.5, false}, {0.9, false}}) {
+      if (!global && !per_layer) continue;
       Model pruned = make_model(name);
       copy_state(*base.module, *pruned.module);
       std::vector<at::Tensor> params, masks;
@@ -218,16 +224,20 @@ int main(int argc, char** argv) {
         params.push_back(p.second);
         masks.push_back(torch::ones_like(p.second));
       }
-      frugal::l1_unstructured_prune_masks(params, masks, amount, /*global=*/true);
+      frugal::l1_unstructured_prune_masks(params, masks, amount, global);
+      int64_t dead_layers = 0;  // weights pruned to (almost) nothing: a layer cut off
+      for (const auto& m : masks) dead_layers += m.mean().item<double>() < 0.01;
       {
         torch::NoGradGuard no_grad;
         for (size_t k = 0; k < params.size(); ++k) params[k].mul_(masks[k]);
       }
       train(pruned, train_split, finetune_samples, 1, 2, params, masks);
-      const std::string path = fmt::format("{}.pruned{}.safetensors", stem, int(amount * 100));
+      const std::string path = fmt::format("{}.pruned{}{}.safetensors", stem, int(amount * 100),
+                                           global ? "" : "-per-layer");
       frugal::save_sparse_safetensors(*pruned.module, path, 0.5);
-      add({fmt::format("pruned {}% unstructured", int(amount * 100)), pruned.forward, file_mb(path),
-           accuracy(pruned.forward, test), "(sparse file)"});
+      add({fmt::format("pruned {}% unstructured{}", int(amount * 100), global ? "" : " per layer"),
+           pruned.forward, file_mb(path), accuracy(pruned.forward, test),
+           fmt::format("(sparse file; {} of {} weights >= 99 % zero)", dead_layers, masks.size())});
     }
 
     Model slim = make_model(name);
