@@ -190,6 +190,15 @@ void keep_columns(at::Tensor& t, const at::Tensor& idx) {
   if (t.defined()) reshape_to(t, t.detach().index_select(1, idx));
 }
 
+template <typename BatchNorm>
+void cut_batch_norm(BatchNorm& bn, const at::Tensor& idx) {
+  keep_rows(bn.weight, idx);
+  keep_rows(bn.bias, idx);
+  keep_rows(bn.running_mean, idx);
+  keep_rows(bn.running_var, idx);
+  bn.options.num_features(idx.numel());
+}
+
 void cut_outputs(nn::Module* m, const at::Tensor& idx) {
   const int64_t k = idx.numel();
   if (auto* c = as<nn::Conv2dImpl>(m)) {
@@ -206,17 +215,9 @@ void cut_outputs(nn::Module* m, const at::Tensor& idx) {
     keep_rows(l->bias, idx);
     l->options.out_features(k);
   } else if (auto* bn = as<nn::BatchNorm2dImpl>(m)) {
-    keep_rows(bn->weight, idx);
-    keep_rows(bn->bias, idx);
-    keep_rows(bn->running_mean, idx);
-    keep_rows(bn->running_var, idx);
-    bn->options.num_features(k);
+    cut_batch_norm(*bn, idx);
   } else if (auto* bn1 = as<nn::BatchNorm1dImpl>(m)) {
-    keep_rows(bn1->weight, idx);
-    keep_rows(bn1->bias, idx);
-    keep_rows(bn1->running_mean, idx);
-    keep_rows(bn1->running_var, idx);
-    bn1->options.num_features(k);
+    cut_batch_norm(*bn1, idx);
   } else if (auto* se = as<models::SqueezeExcitationImpl>(m)) {
     keep_columns(se->fc1->weight, idx);
     se->fc1->options.in_channels(k);
