@@ -75,6 +75,7 @@ struct Trainer::Fit {
   bool window_base_nonfinite = false;
   // The deferred non-finite loss check (Note [The loss is checked one micro-batch late]).
   at::Tensor loss_host;                   // the last micro-batch's loss, on the host
+  float loss_value = 0.0f;                // ... or its value, read directly (float32 on the CPU)
   std::optional<c10::Event> loss_copied;  // recorded after its copy (accelerators)
   bool loss_pending = false;
   int64_t loss_epoch = 0;
@@ -869,6 +870,16 @@ void Trainer::check_loss(const at::Tensor& loss) {
   check_pending_loss();
   Fit& fit = *fit_;
   const bool accelerator = !device_.is_cpu();
+  fit.loss_pending = true;
+  fit.loss_epoch = state_.epoch;
+  fit.loss_batch = state_.batch_idx;
+  fit.loss_step = state_.global_step;
+  if (loss.device().is_cpu() && loss.scalar_type() == at::kFloat && loss.numel() == 1) {
+    // A float32 loss in CPU memory is read where it lies: no operator dispatched per step.
+    fit.loss_value = *loss.data_ptr<float>();
+    fit.loss_host = at::Tensor();
+    return;
+  }
   if (!fit.loss_host.defined()) {
     fit.loss_host =
         at::empty({}, at::TensorOptions().dtype(at::kFloat).pinned_memory(device_.is_cuda()));
@@ -878,10 +889,6 @@ void Trainer::check_loss(const at::Tensor& loss) {
     if (!fit.loss_copied) fit.loss_copied.emplace(device_.type());
     fit.loss_copied->record(c10::impl::VirtualGuardImpl(device_.type()).getStream(device_));
   }
-  fit.loss_pending = true;
-  fit.loss_epoch = state_.epoch;
-  fit.loss_batch = state_.batch_idx;
-  fit.loss_step = state_.global_step;
 }
 
 void Trainer::check_pending_loss() {
@@ -891,7 +898,8 @@ void Trainer::check_pending_loss() {
   if (fit.loss_copied) {
     while (!fit.loss_copied->query()) std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
-  const float value = fit.loss_host.item<float>();  // a host tensor: no device sync
+  // A host tensor (no device sync), or the value read at once.
+  const float value = fit.loss_host.defined() ? fit.loss_host.item<float>() : fit.loss_value;
   FRUGAL_CHECK(std::isfinite(value), "training_step returned a non-finite loss (", value,
                ") at epoch ", fit.loss_epoch, ", batch ", fit.loss_batch, ", global step ",
                fit.loss_step,
