@@ -115,23 +115,88 @@ OnnxAttribute attribute_from_json(const json& j) {
   return a;
 }
 
-/// The operators a captured graph may hold and those that also run on quantized tensors.
-bool known_op(const std::string& op) {
-  static const char* ops[] = {"Conv",          "Gemm",      "MatMul",      "Add",
-                              "Mul",           "Div",       "Pow",         "Relu",
-                              "Clip",          "LeakyRelu", "Sigmoid",     "Tanh",
-                              "Erf",           "HardSwish", "HardSigmoid", "Softmax",
-                              "LogSoftmax",    "MaxPool",   "AveragePool", "GlobalAveragePool",
-                              "GlobalMaxPool", "Flatten",   "Reshape",     "BatchNormalization",
-                              "Identity"};
-  return std::find(std::begin(ops), std::end(ops), op) != std::end(ops);
+enum class Op {
+  kConv,
+  kGemm,
+  kMatMul,
+  kAdd,
+  kMul,
+  kDiv,
+  kPow,
+  kRelu,
+  kClip,
+  kLeakyRelu,
+  kSigmoid,
+  kTanh,
+  kErf,
+  kHardSwish,
+  kHardSigmoid,
+  kSoftmax,
+  kLogSoftmax,
+  kMaxPool,
+  kAveragePool,
+  kGlobalAveragePool,
+  kGlobalMaxPool,
+  kFlatten,
+  kReshape,
+  kBatchNormalization,
+  kIdentity
+};
+
+/// The operators a captured graph may hold; false when `name` is none of them.
+bool op_kind(const std::string& name, Op* kind) {
+  static const std::pair<const char*, Op> ops[] = {{"Conv", Op::kConv},
+                                                   {"Gemm", Op::kGemm},
+                                                   {"MatMul", Op::kMatMul},
+                                                   {"Add", Op::kAdd},
+                                                   {"Mul", Op::kMul},
+                                                   {"Div", Op::kDiv},
+                                                   {"Pow", Op::kPow},
+                                                   {"Relu", Op::kRelu},
+                                                   {"Clip", Op::kClip},
+                                                   {"LeakyRelu", Op::kLeakyRelu},
+                                                   {"Sigmoid", Op::kSigmoid},
+                                                   {"Tanh", Op::kTanh},
+                                                   {"Erf", Op::kErf},
+                                                   {"HardSwish", Op::kHardSwish},
+                                                   {"HardSigmoid", Op::kHardSigmoid},
+                                                   {"Softmax", Op::kSoftmax},
+                                                   {"LogSoftmax", Op::kLogSoftmax},
+                                                   {"MaxPool", Op::kMaxPool},
+                                                   {"AveragePool", Op::kAveragePool},
+                                                   {"GlobalAveragePool", Op::kGlobalAveragePool},
+                                                   {"GlobalMaxPool", Op::kGlobalMaxPool},
+                                                   {"Flatten", Op::kFlatten},
+                                                   {"Reshape", Op::kReshape},
+                                                   {"BatchNormalization", Op::kBatchNormalization},
+                                                   {"Identity", Op::kIdentity}};
+  for (const auto& [n, k] : ops) {
+    if (name == n) {
+      *kind = k;
+      return true;
+    }
+  }
+  return false;
 }
 
-bool passes_int8(const std::string& op) {
-  static const char* ops[] = {"Relu",        "Clip",    "MaxPool",           "AveragePool",
-                              "Flatten",     "Reshape", "GlobalAveragePool", "Sigmoid",
-                              "HardSigmoid", "Identity"};
-  return std::find(std::begin(ops), std::end(ops), op) != std::end(ops);
+/// Operators that run on quantized tensors as they come (their output keeps or fixes its own
+/// quantization parameters).
+bool passes_int8(Op op) {
+  switch (op) {
+    case Op::kRelu:
+    case Op::kClip:
+    case Op::kMaxPool:
+    case Op::kAveragePool:
+    case Op::kFlatten:
+    case Op::kReshape:
+    case Op::kGlobalAveragePool:
+    case Op::kSigmoid:
+    case Op::kHardSigmoid:
+    case Op::kIdentity:
+      return true;
+    default:
+      return false;
+  }
 }
 
 /// uint8 affine parameters for the range [lo, hi] (widened to hold 0), PyTorch's observer formula.
@@ -160,6 +225,15 @@ struct QuantizedModelImpl::Graph {
     // Conv / Gemm with int8 weights (static: both; dynamic: Gemm)
     bool packed_weight = false;
     c10::IValue packed;
+    // Resolved once (resolve()), so that a forward pass parses nothing and looks nothing up.
+    Op op = Op::kIdentity;
+    enum class Run { kFloat, kInt8, kDynamicGemm } run = Run::kFloat;
+    std::vector<at::Tensor> constants;  // per input: the constant, or undefined (a value)
+    std::vector<int64_t> kernel, strides, padding, dilations, shape;
+    int64_t group = 1, axis = 1;
+    bool ceil_mode = false, count_include_pad = false, asymmetric_pads = false;
+    std::vector<int64_t> pad_nd;  // constant_pad_nd's argument when the pads are asymmetric
+    double alpha = 0.01, epsilon = 1e-5, clip_lo = 0, clip_hi = 0;
   };
 
   std::string mode;  // "static" | "dynamic" | "float" (calibration only)
@@ -199,9 +273,9 @@ struct QuantizedModelImpl::Graph {
     };
     input_slot = new_slot(input_name);
     for (const auto& n : nodes) {
-      FRUGAL_CHECK(known_op(n.op_type), "quantized model: operator ", n.op_type, " (", n.name,
-                   ") has no int8 or float implementation here");
       Step s;
+      FRUGAL_CHECK(op_kind(n.op_type, &s.op), "quantized model: operator ", n.op_type, " (", n.name,
+                   ") has no int8 or float implementation here");
       s.node = n;
       for (const auto& name : n.inputs) {
         auto it = slot_of.find(name);
@@ -247,28 +321,28 @@ struct QuantizedModelImpl::Graph {
     std::vector<Step> planned;
     for (size_t i = 0; i < steps.size(); ++i) {
       Step s = steps[i];
-      const std::string& op = s.node.op_type;
+      const Op op = s.op;
       bool has_constant = std::find(s.in.begin(), s.in.end(), -1) != s.in.end();
-      if (op == "Conv") {
+      if (op == Op::kConv) {
         const auto pads = attr_ints(s.node, "pads", {0, 0, 0, 0});
         s.int8 = pads[0] == pads[2] && pads[1] == pads[3];
-      } else if (op == "Gemm") {
+      } else if (op == Op::kGemm) {
         s.int8 = true;
-      } else if (op == "Add" || op == "Mul") {
+      } else if (op == Op::kAdd || op == Op::kMul) {
         s.int8 = !has_constant;
-      } else if (op == "HardSwish") {  // quantized::hardswish, with its own output range
+      } else if (op == Op::kHardSwish) {  // quantized::hardswish, with its own output range
         s.int8 = true;
       } else if (passes_int8(op)) {
         s.int8 = s.in.at(0) >= 0 && slot_int8[s.in[0]];
       }
-      if (s.int8 && (op == "Conv" || op == "Gemm" || op == "Add") && i + 1 < steps.size() &&
-          steps[i + 1].node.op_type == "Relu" && steps[i + 1].in.at(0) == s.out &&
+      if (s.int8 && (op == Op::kConv || op == Op::kGemm || op == Op::kAdd) &&
+          i + 1 < steps.size() && steps[i + 1].op == Op::kRelu && steps[i + 1].in.at(0) == s.out &&
           consumers[s.out] == 1) {
         s.fused_relu = true;
         s.out = steps[i + 1].out;
         ++i;
       }
-      s.packed_weight = s.int8 && (op == "Conv" || op == "Gemm");
+      s.packed_weight = s.int8 && (op == Op::kConv || op == Op::kGemm);
       slot_int8[s.out] = s.int8;
       planned.push_back(std::move(s));
     }
@@ -277,7 +351,7 @@ struct QuantizedModelImpl::Graph {
   }
 
   void plan_dynamic() {
-    for (auto& s : steps) s.packed_weight = s.node.op_type == "Gemm";
+    for (auto& s : steps) s.packed_weight = s.op == Op::kGemm;
   }
 
   // Quantizes the float weights of packed steps into weight_int8/weight_scale (symmetric int8).
@@ -306,10 +380,7 @@ struct QuantizedModelImpl::Graph {
         q, sc, at::zeros({q.size(0)}, at::TensorOptions().dtype(at::kLong)), 0);
   }
 
-  at::Tensor bias(const Step& s) const {
-    return s.node.inputs.size() > 2 ? constant(s, 2) : at::Tensor();
-  }
-
+  // After resolve().
   void pack() {
     EngineScope scope(qengine);
     static const c10::OperatorHandle conv_prepack = quantized_op("quantized::conv2d_prepack", {""});
@@ -317,9 +388,9 @@ struct QuantizedModelImpl::Graph {
         quantized_op("quantized::linear_prepack", {""});
     for (auto& s : steps) {
       if (!s.packed_weight) continue;
-      at::Tensor b = bias(s);
+      at::Tensor b = bias_of(s);
       c10::IValue bias_value = b.defined() ? c10::IValue(b) : c10::IValue();
-      if (s.node.op_type == "Gemm") {
+      if (s.op == Op::kGemm) {
         FRUGAL_CHECK(attr_int(s.node, "transB", 0) == 1, "quantized model: Gemm ", s.node.name,
                      " without transB");
         s.packed = call(linear_prepack, {quantized_weight(s), bias_value});
@@ -342,81 +413,137 @@ struct QuantizedModelImpl::Graph {
     return t.is_quantized() ? t.dequantize() : t;
   }
 
-  at::Tensor input_value(const Step& s, size_t i, const std::vector<at::Tensor>& values) const {
-    return s.in.at(i) >= 0 ? values[s.in[i]] : constant(s, i);
+  // Operator, attributes, constants and how each step runs, worked out once: the forward pass
+  // parses no attribute, looks up no constant by name and compares no string.
+  void resolve() {
+    for (auto& s : steps) {
+      const GraphNode& n = s.node;
+      s.constants.assign(s.in.size(), at::Tensor());
+      for (size_t i = 0; i < s.in.size(); ++i) {
+        if (s.in[i] >= 0) continue;
+        auto it = constants.find(n.inputs[i]);
+        if (it != constants.end()) {
+          s.constants[i] = it->second;
+        } else {  // the float weight of a packed step, replaced by its int8 weight
+          FRUGAL_CHECK(s.packed_weight && i == 1, "quantized model: ", n.name, " needs constant '",
+                       n.inputs[i], "', which is missing");
+        }
+      }
+      s.run = mode == "static" && s.int8             ? Step::Run::kInt8
+              : mode == "dynamic" && s.packed_weight ? Step::Run::kDynamicGemm
+                                                     : Step::Run::kFloat;
+      const auto pads = attr_ints(n, "pads", {0, 0, 0, 0});
+      s.asymmetric_pads = pads[0] != pads[2] || pads[1] != pads[3];
+      s.pad_nd = {pads[1], pads[3], pads[0], pads[2]};
+      s.padding = {s.asymmetric_pads ? 0 : pads[0], s.asymmetric_pads ? 0 : pads[1]};
+      s.kernel = attr_ints(n, "kernel_shape", {});
+      s.strides =
+          attr_ints(n, "strides", s.op == Op::kConv ? std::vector<int64_t>{1, 1} : s.kernel);
+      s.dilations = attr_ints(n, "dilations", {1, 1});
+      s.group = attr_int(n, "group", 1);
+      s.ceil_mode = attr_int(n, "ceil_mode", 0) != 0;
+      s.count_include_pad = attr_int(n, "count_include_pad", 0) != 0;
+      s.axis = attr_int(n, "axis", s.op == Op::kFlatten ? 1 : -1);
+      s.alpha = attr_float(n, "alpha", 0.01f);
+      s.epsilon = attr_float(n, "epsilon", 1e-5f);
+      if (s.op == Op::kClip) {
+        FRUGAL_CHECK(
+            s.constants.size() == 3 && s.constants[1].defined() && s.constants[2].defined(),
+            "quantized model: Clip ", n.name, " needs constant bounds");
+        s.clip_lo = s.constants[1].item<double>();
+        s.clip_hi = s.constants[2].item<double>();
+      }
+      if (s.op == Op::kReshape) {
+        const at::Tensor& t = s.constants.at(1);
+        FRUGAL_CHECK(t.defined() && t.scalar_type() == at::kLong, "quantized model: Reshape ",
+                     n.name, " needs a constant int64 shape");
+        s.shape.assign(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+      }
+    }
+  }
+
+  static const at::Tensor& input_of(const Step& s, size_t i,
+                                    const std::vector<at::Tensor>& values) {
+    return s.in[i] >= 0 ? values[s.in[i]] : s.constants[i];
+  }
+
+  static at::Tensor bias_of(const Step& s) {
+    return s.constants.size() > 2 ? s.constants[2] : at::Tensor();
   }
 
   // A step whose inputs are float (or int8 for the ops that pass int8 through).
   at::Tensor eval(const Step& s, const std::vector<at::Tensor>& values) const {
-    const GraphNode& n = s.node;
-    const std::string& op = n.op_type;
+    const bool int8 = s.run == Step::Run::kInt8;
     auto x_of = [&](size_t i) {
-      at::Tensor t = input_value(s, i, values);
-      return s.int8 ? t : dequantize(t);
+      const at::Tensor& t = input_of(s, i, values);
+      return int8 ? t : dequantize(t);
     };
     at::Tensor x = x_of(0);
-    if (op == "Conv") {
-      const auto pads = attr_ints(n, "pads", {0, 0, 0, 0});
-      if (pads[0] != pads[2] || pads[1] != pads[3]) {
-        x = at::constant_pad_nd(x, {pads[1], pads[3], pads[0], pads[2]});
+    switch (s.op) {
+      case Op::kConv:
+        if (s.asymmetric_pads) x = at::constant_pad_nd(x, s.pad_nd);
+        return at::conv2d(x, s.constants[1], bias_of(s), s.strides, s.padding, s.dilations,
+                          s.group);
+      case Op::kGemm:
+        return at::linear(x, s.constants[1], bias_of(s));
+      case Op::kMatMul:
+        return at::matmul(x, x_of(1));
+      case Op::kAdd:
+        return x + x_of(1);
+      case Op::kMul:
+        return x * x_of(1);
+      case Op::kDiv:
+        return x / x_of(1);
+      case Op::kPow:
+        return at::pow(x, x_of(1));
+      case Op::kRelu:
+        return at::relu(x);
+      case Op::kClip:
+        return at::clamp(x, s.clip_lo, s.clip_hi);
+      case Op::kLeakyRelu:
+        return at::leaky_relu(x, s.alpha);
+      case Op::kSigmoid:
+        return at::sigmoid(x);
+      case Op::kTanh:
+        return at::tanh(x);
+      case Op::kErf:
+        return at::erf(x);
+      case Op::kHardSwish:
+        return at::hardswish(x);
+      case Op::kHardSigmoid:
+        return at::hardsigmoid(x);
+      case Op::kSoftmax:
+        return at::softmax(x, s.axis);
+      case Op::kLogSoftmax:
+        return at::log_softmax(x, s.axis);
+      case Op::kMaxPool:
+        return at::max_pool2d(x, s.kernel, s.strides, s.padding, s.dilations, s.ceil_mode);
+      case Op::kAveragePool:
+        return at::avg_pool2d(x, s.kernel, s.strides, s.padding, /*ceil_mode=*/false,
+                              s.count_include_pad);
+      case Op::kGlobalAveragePool:
+        return at::adaptive_avg_pool2d(x, {1, 1});
+      case Op::kGlobalMaxPool:
+        return std::get<0>(at::adaptive_max_pool2d(x, {1, 1}));
+      case Op::kFlatten: {
+        int64_t outer = 1;
+        for (int64_t d = 0; d < s.axis; ++d) outer *= x.size(d);
+        return x.contiguous().reshape({outer, -1});
       }
-      const std::vector<int64_t> padding = {pads[0] == pads[2] ? pads[0] : 0,
-                                            pads[1] == pads[3] ? pads[1] : 0};
-      return at::conv2d(x, constant(s, 1), bias(s), attr_ints(n, "strides", {1, 1}), padding,
-                        attr_ints(n, "dilations", {1, 1}), attr_int(n, "group", 1));
-    }
-    if (op == "Gemm") return at::linear(x, constant(s, 1), bias(s));
-    if (op == "MatMul") return at::matmul(x, x_of(1));
-    if (op == "Add") return x + x_of(1);
-    if (op == "Mul") return x * x_of(1);
-    if (op == "Div") return x / x_of(1);
-    if (op == "Pow") return at::pow(x, x_of(1));
-    if (op == "Relu") return at::relu(x);
-    if (op == "Clip") return at::clamp(x, x_of(1).item<double>(), x_of(2).item<double>());
-    if (op == "LeakyRelu") return at::leaky_relu(x, attr_float(n, "alpha", 0.01f));
-    if (op == "Sigmoid") return at::sigmoid(x);
-    if (op == "Tanh") return at::tanh(x);
-    if (op == "Erf") return at::erf(x);
-    if (op == "HardSwish") return at::hardswish(x);
-    if (op == "HardSigmoid") return at::hardsigmoid(x);
-    if (op == "Softmax") return at::softmax(x, attr_int(n, "axis", -1));
-    if (op == "LogSoftmax") return at::log_softmax(x, attr_int(n, "axis", -1));
-    if (op == "MaxPool" || op == "AveragePool") {
-      const auto pads = attr_ints(n, "pads", {0, 0, 0, 0});
-      const std::vector<int64_t> padding = {pads[0], pads[1]};
-      const auto kernel = attr_ints(n, "kernel_shape", {});
-      const auto strides = attr_ints(n, "strides", kernel);
-      if (op == "MaxPool") {
-        return at::max_pool2d(x, kernel, strides, padding, attr_ints(n, "dilations", {1, 1}),
-                              attr_int(n, "ceil_mode", 0) != 0);
+      case Op::kReshape: {
+        std::vector<int64_t> shape = s.shape;
+        for (size_t d = 0; d < shape.size(); ++d) {
+          if (shape[d] == 0) shape[d] = x.size(static_cast<int64_t>(d));
+        }
+        return x.contiguous().reshape(shape);
       }
-      return at::avg_pool2d(x, kernel, strides, padding, /*ceil_mode=*/false,
-                            attr_int(n, "count_include_pad", 0) != 0);
+      case Op::kBatchNormalization:
+        return at::batch_norm(x, s.constants[1], s.constants[2], s.constants[3], s.constants[4],
+                              /*training=*/false, 0.0, s.epsilon, /*cudnn_enabled=*/false);
+      case Op::kIdentity:
+        return x;
     }
-    if (op == "GlobalAveragePool") return at::adaptive_avg_pool2d(x, {1, 1});
-    if (op == "GlobalMaxPool") return std::get<0>(at::adaptive_max_pool2d(x, {1, 1}));
-    if (op == "Flatten") {
-      const int64_t axis = attr_int(n, "axis", 1);
-      int64_t outer = 1;
-      for (int64_t d = 0; d < axis; ++d) outer *= x.size(d);
-      return x.contiguous().reshape({outer, -1});
-    }
-    if (op == "Reshape") {
-      at::Tensor shape_t = constant(s, 1);
-      std::vector<int64_t> shape(shape_t.data_ptr<int64_t>(),
-                                 shape_t.data_ptr<int64_t>() + shape_t.numel());
-      for (size_t d = 0; d < shape.size(); ++d) {
-        if (shape[d] == 0) shape[d] = x.size(static_cast<int64_t>(d));
-      }
-      return x.contiguous().reshape(shape);
-    }
-    if (op == "BatchNormalization") {
-      return at::batch_norm(x, constant(s, 1), constant(s, 2), constant(s, 3), constant(s, 4),
-                            /*training=*/false, 0.0, attr_float(n, "epsilon", 1e-5f),
-                            /*cudnn_enabled=*/false);
-    }
-    if (op == "Identity") return x;
-    FRUGAL_CHECK(false, "quantized model: no implementation of ", op, " (", n.name, ")");
+    FRUGAL_CHECK(false, "quantized model: no implementation of ", s.node.op_type);
     return x;
   }
 
@@ -430,31 +557,32 @@ struct QuantizedModelImpl::Graph {
     static const c10::OperatorHandle add_relu = quantized_op("quantized::add_relu", {""});
     static const c10::OperatorHandle mul = quantized_op("quantized::mul", {""});
     static const c10::OperatorHandle hardswish = quantized_op("quantized::hardswish", {""});
-    const std::string& op = s.node.op_type;
     const double out_scale = scale[s.out];
     const int64_t out_zp = zero_point[s.out];
-    if (op == "Conv") {
-      return call(s.fused_relu ? conv_relu : conv,
-                  {quantize(values[s.in[0]], s.in[0]), s.packed, out_scale, out_zp})
-          .toTensor();
+    switch (s.op) {
+      case Op::kConv:
+        return call(s.fused_relu ? conv_relu : conv,
+                    {quantize(values[s.in[0]], s.in[0]), s.packed, out_scale, out_zp})
+            .toTensor();
+      case Op::kGemm:
+        return call(s.fused_relu ? linear_relu : linear,
+                    {quantize(values[s.in[0]], s.in[0]), s.packed, out_scale, out_zp})
+            .toTensor();
+      case Op::kAdd:
+      case Op::kMul: {
+        at::Tensor a = quantize(values[s.in[0]], s.in[0]);
+        at::Tensor b = quantize(values[s.in[1]], s.in[1]);
+        // The quantized kernels size the output like their first operand: put the larger first.
+        if (a.numel() < b.numel()) std::swap(a, b);
+        const c10::OperatorHandle& handle =
+            s.op == Op::kMul ? mul : (s.fused_relu ? add_relu : add);
+        return call(handle, {a, b, out_scale, out_zp}).toTensor();
+      }
+      case Op::kHardSwish:
+        return call(hardswish, {quantize(values[s.in[0]], s.in[0]), out_scale, out_zp}).toTensor();
+      default:
+        return eval(s, values);  // the ops that run on quantized tensors as they are
     }
-    if (op == "Gemm") {
-      return call(s.fused_relu ? linear_relu : linear,
-                  {quantize(values[s.in[0]], s.in[0]), s.packed, out_scale, out_zp})
-          .toTensor();
-    }
-    if (op == "Add" || op == "Mul") {
-      at::Tensor a = quantize(values[s.in[0]], s.in[0]);
-      at::Tensor b = quantize(values[s.in[1]], s.in[1]);
-      // The quantized kernels size the output like their first operand: put the larger first.
-      if (a.numel() < b.numel()) std::swap(a, b);
-      const c10::OperatorHandle& handle = op == "Mul" ? mul : (s.fused_relu ? add_relu : add);
-      return call(handle, {a, b, out_scale, out_zp}).toTensor();
-    }
-    if (op == "HardSwish") {
-      return call(hardswish, {quantize(values[s.in[0]], s.in[0]), out_scale, out_zp}).toTensor();
-    }
-    return eval(s, values);  // the ops that run on quantized tensors as they are
   }
 
   at::Tensor eval_dynamic_gemm(const Step& s, const std::vector<at::Tensor>& values) const {
@@ -495,12 +623,16 @@ struct QuantizedModelImpl::Graph {
     observe(input_slot);
     for (size_t i = 0; i < steps.size(); ++i) {
       const Step& s = steps[i];
-      if (mode == "static" && s.int8) {
-        values[s.out] = eval_int8(s, values);
-      } else if (mode == "dynamic" && s.packed_weight) {
-        values[s.out] = eval_dynamic_gemm(s, values);
-      } else {
-        values[s.out] = eval(s, values);
+      switch (s.run) {
+        case Step::Run::kInt8:
+          values[s.out] = eval_int8(s, values);
+          break;
+        case Step::Run::kDynamicGemm:
+          values[s.out] = eval_dynamic_gemm(s, values);
+          break;
+        case Step::Run::kFloat:
+          values[s.out] = eval(s, values);
+          break;
       }
       observe(s.out);
       for (int slot : s.in) {
@@ -527,7 +659,7 @@ const std::string& QuantizedModelImpl::engine() const { return graph_->engine; }
 
 int64_t QuantizedModelImpl::int8_ops() const {
   int64_t n = 0;
-  for (const auto& s : graph_->steps) n += (graph_->mode == "static" ? s.int8 : s.packed_weight);
+  for (const auto& s : graph_->steps) n += s.run != Graph::Step::Run::kFloat;
   return n;
 }
 
@@ -537,8 +669,8 @@ int64_t QuantizedModelImpl::float_ops() const {
 
 int64_t QuantizedModelImpl::weight_bytes() const {
   int64_t bytes = 0;
-  for (const auto& m : {graph_->constants, graph_->weight_int8, graph_->weight_scale}) {
-    for (const auto& kv : m) bytes += static_cast<int64_t>(kv.second.nbytes());
+  for (const auto* m : {&graph_->constants, &graph_->weight_int8, &graph_->weight_scale}) {
+    for (const auto& kv : *m) bytes += static_cast<int64_t>(kv.second.nbytes());
   }
   return bytes;
 }
@@ -546,7 +678,7 @@ int64_t QuantizedModelImpl::weight_bytes() const {
 std::string QuantizedModelImpl::summary() const {
   std::ostringstream os;
   for (const auto& s : graph_->steps) {
-    const bool int8 = graph_->mode == "static" ? s.int8 : s.packed_weight;
+    const bool int8 = s.run != Graph::Step::Run::kFloat;
     os << s.node.op_type << " " << s.node.name << " " << (int8 ? "int8" : "float")
        << (s.fused_relu ? " (fused Relu)" : "") << "\n";
   }
@@ -571,6 +703,7 @@ std::shared_ptr<Graph> graph_from_capture(const CapturedGraph& captured, const a
   g->example_shape.assign(example.sizes().begin(), example.sizes().end());
   g->constants = captured.initializers;
   g->build_steps(captured.nodes);
+  g->resolve();
   return g;
 }
 
@@ -613,10 +746,11 @@ QuantizedModel quantize_static(torch::nn::Module& model, const std::vector<at::T
     g->scale.push_back(qp.first);
     g->zero_point.push_back(qp.second);
   }
+  g->mode = "static";
   g->plan_static();
   g->quantize_weights();
+  g->resolve();
   g->pack();
-  g->mode = "static";
   return QuantizedModel(std::move(g));
 }
 
@@ -630,6 +764,7 @@ QuantizedModel quantize_dynamic_graph(torch::nn::Module& model, const at::Tensor
   auto g = graph_from_capture(captured, example, options, "dynamic", who);
   g->plan_dynamic();
   g->quantize_weights();
+  g->resolve();
   g->pack();
   return QuantizedModel(std::move(g));
 }
@@ -773,6 +908,7 @@ QuantizedModel load_quantized_model(const std::string& path, const std::string& 
       }
     }
     g->compute_last_use();
+    g->resolve();
   } catch (const json::exception& e) {
     FRUGAL_CHECK(false, "load_quantized_model: '", path, "' has damaged metadata: ", e.what());
   }
