@@ -23,6 +23,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "frugal/data/datasets/mnist.h"
@@ -104,6 +105,12 @@ int main(int argc, char** argv) {
                        .batch_size(batch_size)
                        .precision(frugal::parse_precision(precision))
                        .channels_last(channels_last);
+    // Fashion-MNIST, read once if at all (calibration for --write-int8, the IDX test images).
+    std::optional<frugal::datasets::FashionMnist> fashion;
+    auto dataset = [&]() -> const frugal::datasets::FashionMnist& {
+      if (!fashion) fashion = frugal::datasets::FashionMnist::load(data_dir);
+      return *fashion;
+    };
     auto make_predictor = [&]() -> frugal::Predictor {
       if (!torchscript.empty()) return frugal::Predictor::load_torchscript(torchscript, options);
       if (!int8.empty()) return frugal::Predictor(frugal::load_quantized_model(int8), options);
@@ -111,10 +118,9 @@ int main(int argc, char** argv) {
       frugal::Predictor loaded = frugal::Predictor::load(net, weights, options);
       if (write_int8.empty()) return loaded;
       // Static int8, calibrated on the first 10 batches of 64 training images.
-      const auto data = frugal::datasets::FashionMnist::load(data_dir);
       std::vector<at::Tensor> calibration;
       for (int64_t i = 0; i < 10; ++i)
-        calibration.push_back(data.train().images.slice(0, 64 * i, 64 * (i + 1)));
+        calibration.push_back(dataset().train().images.slice(0, 64 * i, 64 * (i + 1)));
       frugal::QuantizedModel q = frugal::quantize_static(*net, calibration);
       q->save(write_int8);
       fmt::print("int8 model ({} engine, {} int8 / {} float operators) written to {}\n",
@@ -145,8 +151,7 @@ int main(int argc, char** argv) {
       }
       p = predictor.predict_images(samples, input, top_k);
     } else {
-      const auto data = frugal::datasets::FashionMnist::load(data_dir);
-      const frugal::datasets::Split& test = data.test();
+      const frugal::datasets::Split& test = dataset().test();
       const int64_t count = limit > 0 ? std::min(limit, test.images.size(0)) : test.images.size(0);
       frugal::TensorLoader source(test.images.slice(0, 0, count), test.labels.slice(0, 0, count),
                                   frugal::TensorLoaderOptions(batch_size));
