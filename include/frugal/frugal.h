@@ -42,6 +42,7 @@
 #include <frugal/hardware/cpu_threads.h>
 #include <frugal/io/checkpoint.h>
 #include <frugal/io/hash.h>
+#include <frugal/io/sparse_weights.h>
 #include <frugal/io/weights.h>
 #include <frugal/loggers/logger.h>
 #include <frugal/loggers/report.h>

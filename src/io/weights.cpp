@@ -49,10 +49,13 @@ const DtypeInfo& dtype_by_type(at::ScalarType t) {
 
 std::string shape_str(at::IntArrayRef s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
-}  // namespace
-
-namespace {
 constexpr const char* kSparseKey = "__frugal_sparse__";
+
+/// Replaces the mask + values pairs listed in `sparse_json` (the __frugal_sparse__ metadata) by
+/// dense tensors; errors name `path` and the tensor. Defined with the sparse writer below.
+void densify_sparse_tensors(TensorMap& tensors, const std::string& sparse_json,
+                            const std::string& path);
+
 }  // namespace
 
 TensorMap read_safetensors(const std::string& path, std::map<std::string, std::string>* metadata) {
@@ -171,7 +174,7 @@ TensorMap read_safetensors(const std::string& path, std::map<std::string, std::s
     }
     out.emplace(e.name, std::move(t));
   }
-  if (!sparse_json.empty()) detail::densify_sparse_tensors(out, sparse_json, path);
+  if (!sparse_json.empty()) densify_sparse_tensors(out, sparse_json, path);
   return out;
 }
 
@@ -367,7 +370,7 @@ void save_sparse_safetensors(const torch::nn::Module& module, const std::string&
   write_sparse_safetensors(module_state(module), path, min_sparsity, metadata);
 }
 
-namespace detail {
+namespace {
 
 void densify_sparse_tensors(TensorMap& tensors, const std::string& sparse_json,
                             const std::string& path) {
@@ -430,6 +433,6 @@ void densify_sparse_tensors(TensorMap& tensors, const std::string& sparse_json,
   }
 }
 
-}  // namespace detail
+}  // namespace
 
 }  // namespace frugal

@@ -83,10 +83,9 @@ void chain_groups(const std::vector<Layer>& flat, std::vector<Group>& groups,
                   std::vector<Layer>& opaque) {
   for (size_t i = 0; i < flat.size(); ++i) {
     nn::Module* m = flat[i].module;
-    const bool known = is_dense_conv(m) || as<nn::LinearImpl>(m) || is_elementwise(m) ||
+    const bool known = as<nn::Conv2dImpl>(m) || as<nn::LinearImpl>(m) || is_elementwise(m) ||
                        as<nn::BatchNorm2dImpl>(m) || as<nn::BatchNorm1dImpl>(m) ||
-                       as<nn::Conv2dImpl>(m) || as<nn::FlattenImpl>(m) ||
-                       as<models::SqueezeExcitationImpl>(m);
+                       as<nn::FlattenImpl>(m) || as<models::SqueezeExcitationImpl>(m);
     if (!known) opaque.push_back(flat[i]);
     if (!is_dense_conv(m) && !as<nn::LinearImpl>(m)) continue;
     const bool conv_producer = is_dense_conv(m);

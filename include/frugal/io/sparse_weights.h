@@ -36,11 +36,4 @@ void save_sparse_safetensors(const torch::nn::Module& module, const std::string&
                              double min_sparsity = 0.5,
                              const std::map<std::string, std::string>& metadata = {});
 
-namespace detail {
-/// Replaces the mask + values pairs listed in `sparse_json` (the __frugal_sparse__ metadata) by
-/// dense tensors; errors name `path` and the tensor. Used by read_safetensors.
-void densify_sparse_tensors(TensorMap& tensors, const std::string& sparse_json,
-                            const std::string& path);
-}  // namespace detail
-
 }  // namespace frugal
