@@ -58,6 +58,19 @@ inline std::string worker_command(int nproc, const std::vector<std::string>& arg
   return cmd + shell_quote(FRUGAL_DDP_WORKER) + join_args(args);
 }
 
+/// Debian's torchrun on two CPU ranks, ready for `--no_python PROGRAM ARGS`. Not `--standalone`:
+/// torchrun 1.13 then always listens on port 29400, so two such runs at once (both builds'
+/// suites, or two tests) meet at one rendezvous and one of them fails. The rendezvous here is a
+/// free port on 127.0.0.1. `-r 1 -t 1` is what torchrun 1.13 on Python 3.11 needs to start
+/// (docs/distributed.md).
+inline std::string torchrun_command(const std::string& torchrun, int timeout_seconds) {
+  const std::string port = std::to_string(free_port());
+  return "env -u RANK -u WORLD_SIZE -u MASTER_PORT FRUGAL_DDP_TIMEOUT_SECONDS=" +
+         std::to_string(timeout_seconds) + " " + shell_quote(torchrun) +
+         " --nnodes 1 --rdzv_backend c10d --rdzv_endpoint 127.0.0.1:" + port +
+         " --rdzv_id frugal-" + port + " --nproc_per_node 2 -r 1 -t 1 --no_python ";
+}
+
 /// The worker run by worker_command, within 300 s.
 inline RunResult run_worker(int nproc, const std::vector<std::string>& args, const std::string& log,
                             const std::string& env = "") {

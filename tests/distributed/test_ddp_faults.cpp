@@ -171,10 +171,8 @@ TEST(DdpFaults, SigtermToTorchrunSavesLastAndEveryRankExitsZero) {
   const char* torchrun = "/usr/bin/torchrun";
   if (!fs::exists(torchrun)) GTEST_SKIP() << "no " << torchrun << " (Debian's python3-torch)";
   const std::string dir = ft::temp_dir("ddp_fault_sigterm_torchrun");
-  const std::string cmd =
-      "env -u RANK -u WORLD_SIZE -u MASTER_PORT FRUGAL_DDP_TIMEOUT_SECONDS=20 " +
-      std::string(torchrun) + " --standalone --nproc_per_node 2 -r 1 -t 1 --no_python " +
-      ft::shell_quote(FRUGAL_DDP_WORKER) + ft::join_args(long_run(dir, {"--out", dir + "/p"}));
+  const std::string cmd = ft::torchrun_command(torchrun, 20) + ft::shell_quote(FRUGAL_DDP_WORKER) +
+                          ft::join_args(long_run(dir, {"--out", dir + "/p"}));
   auto r = terminate_after(cmd, 10, -1, dir + "/run.log");
   EXPECT_NE(r.exit_code, 124) << "timed out: " << r.log;
   expect_clean_preemption(dir, r);

@@ -17,10 +17,7 @@ TEST(DdpTorchrun, ExampleRunsOnTwoRanks) {
   const std::string example = FRUGAL_EXAMPLE;
   const std::string dir = ft::temp_dir("ddp_torchrun");
   const std::string cmd =
-      std::string(
-          "timeout 400 env -u RANK -u WORLD_SIZE -u MASTER_PORT FRUGAL_DDP_TIMEOUT_SECONDS=120 ") +
-      torchrun + " --standalone --nproc_per_node 2 -r 1 -t 1 --no_python " +
-      ft::shell_quote(example) +
+      "timeout 400 " + ft::torchrun_command(torchrun, 120) + ft::shell_quote(example) +
       ft::join_args({"--max-epochs", "1", "--limit-train-batches", "20", "--limit-val-batches", "4",
                      "--batch-size", "32", "--num-threads", "1", "--no-progress-bar",
                      "--default-root-dir", dir, "--metrics-json", dir + "/metrics.json"});
