@@ -4,6 +4,8 @@
 //   build/bench/bench_trainer_overhead                              # batch 64 and 8, 6 repeats
 //   build/bench/bench_trainer_overhead --samples 12800 --repeats 9 --json overhead.json
 //   build/bench/bench_trainer_overhead --python ""                  # without the Python loop
+//   build/bench/bench_trainer_overhead --batch-sizes 8 --accumulate 4 --python ""
+//   build/bench/bench_trainer_overhead --precision bf16-mixed --python ""
 //
 // SmallCnn on the first --samples Fashion-MNIST training images, AdamW(1e-3), --threads LibTorch
 // threads, one epoch (--epochs) per run, three ways:
@@ -12,7 +14,11 @@
 //            default options otherwise. Timed: the whole fit() call.
 //   hand     a hand-written LibTorch loop: the same model from the same seed, the same data in
 //            memory, a seeded randperm per epoch, one index_select per batch (data and labels),
-//            forward, cross_entropy, zero_grad, backward, step. Timed: the loop, randperm included.
+//            forward, cross_entropy, backward, step, zero_grad. Timed: the loop, randperm included.
+//            With --accumulate k: the loss divided by its window's size, a step every k batches
+//            (the epoch's last window scaled by its own size, as the Trainer does); with
+//            --precision bf16-mixed: forward and loss under CPU autocast. The Python loop runs
+//            neither (it is skipped with them).
 //   python   the same loop in PyTorch, in a child process kept alive between runs.
 // Runs are interleaved (trainer, hand, python, hand, trainer, python, ...) after one warm-up of
 // each, and every run builds its model from the same seed. The trainer and hand loops see the
@@ -52,6 +58,7 @@
 #include <vector>
 
 #include "bench_support.h"
+#include "compat.h"
 
 #ifndef FRUGAL_BENCH_DIR
 #define FRUGAL_BENCH_DIR "bench"
@@ -74,6 +81,8 @@ struct Args {
   std::string python = "/usr/bin/python3";
   std::string python_script = std::string(FRUGAL_BENCH_DIR) + "/python_loop.py";
   std::string only;  // "trainer" or "hand": run that loop alone (for profiling), no ratios
+  int64_t accumulate = 1;
+  std::string precision = "32";  // or "bf16-mixed"
 };
 
 struct Data {
@@ -146,6 +155,8 @@ RunResult run_trainer(const Args& args, const Data& data, int64_t batch_size,
                               .max_epochs(args.epochs)
                               .seed(static_cast<int64_t>(args.seed))
                               .accelerator("cpu")
+                              .accumulate_grad_batches(args.accumulate)
+                              .precision(args.precision)
                               .default_root_dir(log_root.string()),
                           {bar}, {csv});
 
@@ -156,8 +167,9 @@ RunResult run_trainer(const Args& args, const Data& data, int64_t batch_size,
   const double others_cores = others.others_cores();
 
   const int64_t batches_per_epoch = (data.images.size(0) + batch_size - 1) / batch_size;
-  FRUGAL_CHECK(trainer.state().global_step == args.epochs * batches_per_epoch, "the Trainer took ",
-               trainer.state().global_step, " steps, expected ", args.epochs * batches_per_epoch);
+  const int64_t steps = args.epochs * ((batches_per_epoch + args.accumulate - 1) / args.accumulate);
+  FRUGAL_CHECK(trainer.state().global_step == steps, "the Trainer took ",
+               trainer.state().global_step, " steps, expected ", steps);
   FRUGAL_CHECK(!bar_text.str().empty(), "the progress bar rendered nothing");
   return {seconds, args.epochs * data.images.size(0), frugal::params_sha256(*net), others_cores};
 }
@@ -171,6 +183,8 @@ RunResult run_hand(const Args& args, const Data& data, int64_t batch_size) {
   net->train();
   const int64_t n = data.images.size(0);
   torch::manual_seed(args.seed);  // dropout masks: the Trainer seeds here too (fit start)
+  const int64_t k = args.accumulate;
+  const bool bf16 = args.precision == "bf16-mixed";
 
   const OthersMeter others;
   const auto start = Clock::now();
@@ -178,14 +192,24 @@ RunResult run_hand(const Args& args, const Data& data, int64_t batch_size) {
     // The same permutation as the TensorLoader's, so both loops see the same batches.
     at::Generator gen = at::detail::createCPUGenerator(frugal::detail::seed_mix(args.seed, epoch));
     const at::Tensor order = at::randperm(n, gen, at::TensorOptions().dtype(at::kLong));
-    for (int64_t begin = 0; begin < n; begin += batch_size) {
-      const at::Tensor index = order.slice(0, begin, std::min(begin + batch_size, n));
+    const int64_t batches = (n + batch_size - 1) / batch_size;
+    for (int64_t i = 0; i < batches; ++i) {
+      const at::Tensor index = order.slice(0, i * batch_size, std::min((i + 1) * batch_size, n));
       const at::Tensor x = data.images.index_select(0, index);
       const at::Tensor y = data.labels.index_select(0, index);
+      if (bf16) frugal::compat::set_autocast(c10::DeviceType::CPU, true, at::kBFloat16);
       const at::Tensor loss = torch::nn::functional::cross_entropy(net->forward(x), y);
-      optimizer.zero_grad();
-      loss.backward();
-      optimizer.step();
+      if (bf16) {
+        frugal::compat::set_autocast(c10::DeviceType::CPU, false, at::kBFloat16);
+        at::autocast::clear_cache();
+      }
+      const int64_t window_start = (i / k) * k;
+      const int64_t window = std::min(k, batches - window_start);
+      (window == 1 ? loss : loss / static_cast<double>(window)).backward();
+      if (i + 1 == window_start + window) {
+        optimizer.step();
+        optimizer.zero_grad();
+      }
     }
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -417,6 +441,14 @@ int main(int argc, char** argv) {
   app.add_option("--only", args.only,
                  "run one loop alone, --repeats times, and print its samples/s (for profiling)")
       ->check(CLI::IsMember({"trainer", "hand"}));
+  app.add_option("--accumulate", args.accumulate,
+                 "accumulate_grad_batches (the C++ loops; skips the Python loop when > 1)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--precision", args.precision,
+                 "32 or bf16-mixed (the C++ loops; skips the Python loop when not 32)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"32", "bf16-mixed"}));
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -438,7 +470,7 @@ int main(int argc, char** argv) {
     Data data{all.train().images.slice(0, 0, args.samples).clone(),
               all.train().labels.slice(0, 0, args.samples).clone()};
     all = {};
-    if (!args.only.empty()) args.python.clear();
+    if (!args.only.empty() || args.accumulate > 1 || args.precision != "32") args.python.clear();
     PythonLoop python(args);
     std::string log_template = (fs::temp_directory_path() / "frugal_bench_XXXXXX").string();
     FRUGAL_CHECK(::mkdtemp(log_template.data()) != nullptr, "cannot create a temporary folder");
@@ -449,8 +481,9 @@ int main(int argc, char** argv) {
                     cpu_model(), ram_gib());
     fmt::print(
         "trainer overhead: SmallCnn, Fashion-MNIST first {} samples, AdamW(1e-3), {} "
-        "epoch(s) per run, {} thread(s), {} repeats after 1 warm-up, interleaved\n",
-        args.samples, args.epochs, args.threads, args.repeats);
+        "epoch(s) per run, {} thread(s), {} repeats after 1 warm-up, interleaved; "
+        "accumulate {}, precision {}\n",
+        args.samples, args.epochs, args.threads, args.repeats, args.accumulate, args.precision);
     const std::string load_start = load_average();
     fmt::print("machine: {}; LibTorch {}; load average {}; {}\n", machine, TORCH_VERSION,
                load_start, omp_environment());
@@ -592,6 +625,8 @@ int main(int argc, char** argv) {
           {"epochs", args.epochs},
           {"threads", args.threads},
           {"repeats", args.repeats},
+          {"accumulate", args.accumulate},
+          {"precision", args.precision},
           {"seed", args.seed},
           {"machine",
            {{"cpus", std::thread::hardware_concurrency()},
