@@ -35,8 +35,9 @@ at::Tensor checked_logits(const at::Tensor& logits, const Batch& batch) {
 at::Tensor Classifier::training_step(const Batch& batch, StepContext& ctx) {
   at::Tensor logits = checked_logits(forward_(batch.data), batch);
   at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.target);
-  // argmax has no gradient, so no detach; double is what the metrics accumulate in.
-  at::Tensor correct = logits.argmax(1).eq(batch.target).to(at::kDouble).mean();
+  // argmax has no gradient, so no detach; the mean taken in double (what the metrics accumulate
+  // in) by one operator, without a separate conversion of the 0/1 values.
+  at::Tensor correct = logits.argmax(1).eq(batch.target).mean(at::kDouble);
   ctx.log("train/loss", loss, LogOptions().prog_bar(true));
   ctx.log("train/acc", correct, LogOptions().on_step(false).on_epoch(true));
   return loss;

@@ -80,6 +80,31 @@ TEST(Metrics, ValuesStayOnTheirDeviceAndGraphIsDetached) {
   EXPECT_DOUBLE_EQ(m.get("x_epoch").value(), 3.0);
 }
 
+TEST(Metrics, ValuesOfAnyDtypeAccumulateInDouble) {
+  // A value is stored in its own dtype and read as a double; the epoch accumulator is a double
+  // whatever the values' dtype, so float32 and bfloat16 losses and integer counts average exactly
+  // as their double values would (here: sums that float32 would round).
+  Metrics m;
+  m.set_context(Stage::kTrain, 3);
+  m.begin_epoch(Stage::kTrain);
+  const float f = 0.1f;
+  const std::vector<at::Tensor> values = {
+      at::scalar_tensor(f, at::kFloat), at::scalar_tensor(16777217.0, at::kDouble).to(at::kFloat),
+      at::scalar_tensor(1.5, at::kBFloat16), at::scalar_tensor(7, at::kLong),
+      at::scalar_tensor(true, at::kBool)};
+  double sum = 0;
+  for (const auto& v : values) {
+    m.log("x", v, LogOptions().on_step(true).on_epoch(true));
+    m.log("mx", v, LogOptions().on_step(false).on_epoch(true).reduce(frugal::Reduce::kMax));
+    EXPECT_DOUBLE_EQ(m.get("x_step").value(), v.item<double>()) << v.scalar_type();
+    sum += 3 * v.item<double>();
+  }
+  m.end_epoch(Stage::kTrain);
+  EXPECT_EQ(m.get("x_epoch").value(), sum / 15);
+  EXPECT_EQ(m.get("mx").value(), 16777216.0);  // float32's rounding of 16777217, as logged
+  EXPECT_EQ(static_cast<float>(m.get("x_step").value()), 1.0f);
+}
+
 TEST(Metrics, BadValuesAreRefusedWithTheirName) {
   Metrics m;
   try {
