@@ -40,6 +40,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "bench_support.h"
@@ -407,6 +408,7 @@ int main(int argc, char** argv) {
       std::map<std::string, double> m;
       for (const auto& v : variants) m[v] = median(sps[v]);
       m["paired"] = median(paired);
+      std::tie(m["paired_lo"], m["paired_hi"]) = frugal::bench::median_interval(paired);
       medians.push_back(m);
       fmt::print("{}:", row.name());
       for (const auto& v : variants) fmt::print("  {} {}", v, join(sps[v]));
@@ -421,10 +423,11 @@ int main(int argc, char** argv) {
       auto& m = medians[i];
       fmt::print(
           "{:<22} {:>8.0f} {:>8.0f} {:>8.0f} {:>9.0f} {:>8.0f}   frugal/lightning {:.2f}  "
-          "frugal/stripped {:.2f}  frugal/hand {:.3f}  (per pair {:.3f})\n",
+          "frugal/stripped {:.2f}  frugal/hand {:.3f}  (per pair {:.3f}, 95 % interval "
+          "{:.3f}-{:.3f})\n",
           rows[i].name(), m["trainer"], m["hand"], m["torch"], m["lightning"], m["stripped"],
           m["trainer"] / m["lightning"], m["trainer"] / m["stripped"], m["trainer"] / m["hand"],
-          m["paired"]);
+          m["paired"], m["paired_lo"], m["paired_hi"]);
     }
     std::error_code ec;
     fs::remove_all(root, ec);

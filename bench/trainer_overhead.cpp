@@ -567,7 +567,10 @@ int main(int argc, char** argv) {
         fmt::print("           python   {} samples/s  (others' CPU: {})\n", join(python_sps, 0),
                    join(python_others, 2));
       }
-      fmt::print("           trainer/hand per pair {}\n", join(paired, 3));
+      const auto [paired_lo, paired_hi] = frugal::bench::median_interval(paired);
+      fmt::print(
+          "           trainer/hand per pair {} (median {:.3f}, 95 % interval {:.3f}-{:.3f})\n",
+          join(paired, 3), median(paired), paired_lo, paired_hi);
       std::fflush(stdout);
 
       nlohmann::json entry = {
@@ -578,6 +581,7 @@ int main(int argc, char** argv) {
           {"hand_median", row.hand},
           {"ratio_trainer_hand", row.ratio_hand},
           {"ratio_trainer_hand_paired_median", row.paired_hand},
+          {"ratio_trainer_hand_paired_interval_95", {paired_lo, paired_hi}},
           {"trainer_hand_same_final_params", same_params},
           {"trainer_others_cores", trainer_others},
           {"hand_others_cores", hand_others},
