@@ -61,9 +61,8 @@ void Metrics::log(const std::string& name, const at::Tensor& value, const LogOpt
       acc.epoch_name = on_step ? name + "_epoch" : name;
       acc.also_plain = on_step;
       const at::Tensor as_double = v.scalar_type() == at::kDouble ? v : v.to(at::kDouble);
-      acc.value = options.reduce() == Reduce::kMean || options.reduce() == Reduce::kSum
-                      ? as_double * static_cast<double>(weight)
-                      : as_double;
+      acc.value = options.reduce() == Reduce::kMean ? as_double * static_cast<double>(weight)
+                                                    : as_double;
       acc.weight = weight;
       accumulators_[name] = std::move(acc);
       return;
@@ -71,9 +70,13 @@ void Metrics::log(const std::string& name, const at::Tensor& value, const LogOpt
     Accumulator& acc = it->second;
     switch (options.reduce()) {
       case Reduce::kMean:
-      case Reduce::kSum:
         // Out of place (snapshots share the old tensor), one op: value + weight * v.
         acc.value = at::add(acc.value, v, static_cast<double>(weight));
+        break;
+      case Reduce::kSum:
+        // The plain sum of the logged values, as Lightning's reduce_fx="sum" (not weighted by the
+        // batch size: a logged count adds up to the epoch's count; tests/conformance checks it).
+        acc.value = at::add(acc.value, v);
         break;
       case Reduce::kMax:
         acc.value = at::maximum(acc.value, v);

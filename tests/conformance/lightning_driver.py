@@ -70,6 +70,8 @@ class ScriptedModule(pl.LightningModule):
             value = float(self.current_epoch * 100 + batch_idx)
             self.log("m", value, on_step=True, on_epoch=True)
             self.log("s", value / 4.0)
+            # reduce_fx="sum": the plain sum of the logged values (not weighted by batch size).
+            self.log("n", value, on_step=False, on_epoch=True, reduce_fx="sum")
         return loss
 
     def validation_step(self, batch, batch_idx):
