@@ -61,8 +61,8 @@ void Metrics::log(const std::string& name, const at::Tensor& value, const LogOpt
       acc.epoch_name = on_step ? name + "_epoch" : name;
       acc.also_plain = on_step;
       const at::Tensor as_double = v.scalar_type() == at::kDouble ? v : v.to(at::kDouble);
-      acc.value = options.reduce() == Reduce::kMean ? as_double * static_cast<double>(weight)
-                                                    : as_double;
+      acc.value =
+          options.reduce() == Reduce::kMean ? as_double * static_cast<double>(weight) : as_double;
       acc.weight = weight;
       accumulators_[name] = std::move(acc);
       return;
