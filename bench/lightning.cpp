@@ -1,7 +1,8 @@
 // frugal beside PyTorch Lightning: the same SmallCnn, the same Fashion-MNIST samples, AdamW(1e-3),
 // the same threads, one epoch per run, interleaved in one run of this program:
 //   trainer    frugal::Trainer as users run it (progress bar into a string, CSVLogger)
-//   hand       a hand-written LibTorch loop (the same steps: autocast, loss / k, step every k)
+//   hand       a hand-written LibTorch loop (bench/hand_loop.h: the same steps, autocast, the loss
+//              over its accumulation window, a step at each window's end)
 //   torch      a plain PyTorch loop          } bench/lightning_loop.py in the venv's Python
 //   lightning  Lightning's Trainer, defaults } (torch 2.11, pytorch-lightning 2.6.6), one child
 //   stripped   Lightning without bar, logger, checkpointing, summary    } kept alive
@@ -45,7 +46,7 @@
 #include <vector>
 
 #include "bench_support.h"
-#include "compat.h"
+#include "hand_loop.h"
 
 #ifndef FRUGAL_BENCH_DIR
 #define FRUGAL_BENCH_DIR "bench"
@@ -126,29 +127,10 @@ double run_hand(const Args& args, const Data& data, const Row& row) {
   torch::optim::AdamW optimizer(net->parameters(),
                                 torch::optim::AdamWOptions(1e-3).weight_decay(1e-2));
   net->train();
-  const int64_t n = data.images.size(0);
-  torch::manual_seed(args.seed);
-  const bool bf16 = row.precision == "bf16-mixed";
+  torch::manual_seed(args.seed);  // dropout masks: the Trainer seeds here too (fit start)
   const auto start = Clock::now();
-  at::Generator gen = at::detail::createCPUGenerator(frugal::detail::seed_mix(args.seed, 0));
-  const at::Tensor order = at::randperm(n, gen, at::TensorOptions().dtype(at::kLong));
-  const int64_t batches = (n + row.batch - 1) / row.batch;
-  for (int64_t i = 0; i < batches; ++i) {
-    const at::Tensor index = order.slice(0, i * row.batch, std::min((i + 1) * row.batch, n));
-    const at::Tensor x = data.images.index_select(0, index);
-    const at::Tensor y = data.labels.index_select(0, index);
-    if (bf16) frugal::compat::set_autocast(c10::DeviceType::CPU, true, at::kBFloat16);
-    at::Tensor loss = torch::nn::functional::cross_entropy(net->forward(x), y);
-    if (bf16) {
-      frugal::compat::set_autocast(c10::DeviceType::CPU, false, at::kBFloat16);
-      at::autocast::clear_cache();
-    }
-    (row.k > 1 ? loss / static_cast<double>(row.k) : loss).backward();
-    if ((i + 1) % row.k == 0 || i + 1 == batches) {
-      optimizer.step();
-      optimizer.zero_grad();
-    }
-  }
+  frugal::bench::hand_epoch(net, optimizer, data.images, data.labels, row.batch, row.k,
+                            row.precision == "bf16-mixed", args.seed, /*epoch=*/0);
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
@@ -388,11 +370,14 @@ int main(int argc, char** argv) {
       };
       for (const auto& v : variants) once(v);  // warm-up
       // Note [Who follows the Python child]: a run right after one of the Python child's is a few
-      // per cent slower, whichever loop it is (its threads are still winding down). Each repeat
-      // runs the two C++ loops back to back, first one and then the other in turns, so each
-      // follows the Python child equally often (an even --repeats makes it exact), then the three
-      // Python loops in rotation. An earlier version rotated all five: the Trainer followed a
-      // Python run in every repeat and the hand loop in one of five, which cost frugal/hand 2-4 %.
+      // per cent slower, whichever loop it is, and still so after a second of rest (measured on
+      // 2026-12-06; the cause is not known). Each repeat runs the two C++ loops back to back,
+      // first one and then the other in turns, so each follows the Python child equally often
+      // (an even --repeats makes it exact), then the three Python loops in rotation. An earlier
+      // version rotated all five: the Trainer followed a Python run in every repeat and the hand
+      // loop in one of five, which cost frugal/hand 2-4 %. The cross-over estimate below cancels
+      // what is left: a trainer-first pair reads low, a hand-first pair high, and the geometric
+      // mean of each such couple has neither bias.
       std::vector<double> paired;
       for (int r = 0; r < args.repeats; ++r) {
         const bool trainer_first = r % 2 == 0;
@@ -410,10 +395,6 @@ int main(int argc, char** argv) {
       for (const auto& v : variants) m[v] = median(sps[v]);
       m["paired"] = median(paired);
       std::tie(m["paired_lo"], m["paired_hi"]) = frugal::bench::median_interval(paired);
-      // Cross-over: whichever C++ loop runs first after the Python child is a few per cent
-      // slower (measured with and without a second of rest before it), so a pair with the
-      // Trainer first reads low and one with the hand loop first reads high. The geometric mean of
-      // each trainer-first pair with the hand-first pair after it cancels that.
       std::vector<double> crossed;
       for (size_t i = 0; i + 1 < paired.size(); i += 2) {
         crossed.push_back(std::sqrt(paired[i] * paired[i + 1]));

@@ -58,7 +58,7 @@
 #include <vector>
 
 #include "bench_support.h"
-#include "compat.h"
+#include "hand_loop.h"
 
 #ifndef FRUGAL_BENCH_DIR
 #define FRUGAL_BENCH_DIR "bench"
@@ -183,34 +183,13 @@ RunResult run_hand(const Args& args, const Data& data, int64_t batch_size) {
   net->train();
   const int64_t n = data.images.size(0);
   torch::manual_seed(args.seed);  // dropout masks: the Trainer seeds here too (fit start)
-  const int64_t k = args.accumulate;
-  const bool bf16 = args.precision == "bf16-mixed";
 
   const OthersMeter others;
   const auto start = Clock::now();
   for (int64_t epoch = 0; epoch < args.epochs; ++epoch) {
-    // The same permutation as the TensorLoader's, so both loops see the same batches.
-    at::Generator gen = at::detail::createCPUGenerator(frugal::detail::seed_mix(args.seed, epoch));
-    const at::Tensor order = at::randperm(n, gen, at::TensorOptions().dtype(at::kLong));
-    const int64_t batches = (n + batch_size - 1) / batch_size;
-    for (int64_t i = 0; i < batches; ++i) {
-      const at::Tensor index = order.slice(0, i * batch_size, std::min((i + 1) * batch_size, n));
-      const at::Tensor x = data.images.index_select(0, index);
-      const at::Tensor y = data.labels.index_select(0, index);
-      if (bf16) frugal::compat::set_autocast(c10::DeviceType::CPU, true, at::kBFloat16);
-      const at::Tensor loss = torch::nn::functional::cross_entropy(net->forward(x), y);
-      if (bf16) {
-        frugal::compat::set_autocast(c10::DeviceType::CPU, false, at::kBFloat16);
-        at::autocast::clear_cache();
-      }
-      const int64_t window_start = (i / k) * k;
-      const int64_t window = std::min(k, batches - window_start);
-      (window == 1 ? loss : loss / static_cast<double>(window)).backward();
-      if (i + 1 == window_start + window) {
-        optimizer.step();
-        optimizer.zero_grad();
-      }
-    }
+    // The TensorLoader's permutation, so both loops see the same batches.
+    frugal::bench::hand_epoch(net, optimizer, data.images, data.labels, batch_size, args.accumulate,
+                              args.precision == "bf16-mixed", args.seed, epoch);
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   const double others_cores = others.others_cores();
@@ -570,7 +549,7 @@ int main(int argc, char** argv) {
       const auto [paired_lo, paired_hi] = frugal::bench::median_interval(paired);
       fmt::print(
           "           trainer/hand per pair {} (median {:.3f}, 95 % interval {:.3f}-{:.3f})\n",
-          join(paired, 3), median(paired), paired_lo, paired_hi);
+          join(paired, 3), row.paired_hand, paired_lo, paired_hi);
       std::fflush(stdout);
 
       nlohmann::json entry = {
